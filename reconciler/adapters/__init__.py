@@ -1,0 +1,1 @@
+"""Side effects: subprocess, git, Redfish, SSH, the artifact store, state files."""

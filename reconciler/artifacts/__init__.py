@@ -1,0 +1,1 @@
+"""Boot artifacts: build-request digest, CPIO newc overlay, UKI and ISO layout."""

@@ -1,0 +1,1 @@
+"""reconcile_once, the executor, the build queue, scheduler wiring."""

@@ -1,0 +1,1 @@
+"""The virtual lab: UEFI VMs behind a Redfish BMC in a network namespace of its own."""

@@ -1,0 +1,1 @@
+"""Provisioning and inspection state tables (pure)."""

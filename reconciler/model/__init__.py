@@ -1,0 +1,1 @@
+"""The inventory: frozen dataclasses, schema validation, semantic checks, IPAM (pure)."""

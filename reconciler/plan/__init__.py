@@ -1,0 +1,1 @@
+"""Desired state, diff -> Plan[Action], status folding (pure)."""

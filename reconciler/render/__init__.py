@@ -1,0 +1,1 @@
+"""Jinja rendering of cloud-init files, kernel command lines and build requests (pure)."""

@@ -1,0 +1,1 @@
+"""The Flask build / artifact / checkin service and the status page."""

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests and integration tests against real peers
+# (QEMU + OVMF, the sushy-tools Redfish emulator, git). Sets the machine up first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+exec .venv/bin/python -m pytest "$@"
