@@ -1,0 +1,205 @@
+"""DesiredHost: one server with its profile applied and its addresses assigned.
+
+The reconcile engine consumes this; its digests say what a change needs:
+
+- ``build``: inputs of the ephemeral-OS image (kernel, initramfs, cmdline, architecture, seed
+  data). When it changes the provisioning image must be rebuilt; the disk is not touched.
+- ``provision``: what ends up on the target disk (image, disk, network identity, cloud-init
+  seed). When it changes on a provisioned server, the server must be reprovisioned: its disk
+  is wiped.
+- ``spec``: everything, including BMC and desired state.
+
+Digests cover the inventory's own template overrides but not the project's templates/, so an
+upgrade of the reconciler never silently reprovisions a fleet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface
+from typing import Any
+
+from reconciler.model.inventory import Bmc, Disk, Image, Inventory
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkInterface:
+    name: str
+    mac: str
+    mode: str  # static | auto | dhcp
+    subnet: str | None = None
+    address: IPv4Interface | None = None  # address/prefix, None for dhcp
+    gateway: IPv4Address | None = None  # primary interface only
+    nameservers: tuple[IPv4Address, ...] = ()
+    primary: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Digests:
+    spec: str
+    build: str
+    provision: str
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredHost:
+    name: str
+    file: str
+    state: str
+    protected: bool
+    architecture: str
+    bmc: Bmc
+    boot_method: str
+    kernel: str
+    initramfs: str
+    cmdline: str
+    interfaces: tuple[NetworkInterface, ...]
+    disk: Disk | None
+    image: Image | None
+    ssh_keys: tuple[str, ...]
+    user_data: Mapping[str, Any]
+    templates_digest: str
+    digests: Digests
+
+    @property
+    def address(self) -> IPv4Address | None:
+        """Where the reconciler reaches the server: the primary interface's address."""
+        for iface in self.interfaces:
+            if iface.primary and iface.address is not None:
+                return iface.address.ip
+        return None
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-ready view (also what the digests and ``reconciler plan`` compare)."""
+        return _record(self)
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_thaw(v) for v in value]
+    return value
+
+
+def merge_user_data(*parts: Mapping[str, Any]) -> dict[str, Any]:
+    """cloud-config merge: mappings merge recursively, lists append, scalars replace."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        for key, value in _thaw(part).items():
+            old = out.get(key)
+            if isinstance(old, dict) and isinstance(value, dict):
+                out[key] = merge_user_data(old, value)
+            elif isinstance(old, list) and isinstance(value, list):
+                out[key] = old + value
+            else:
+                out[key] = value
+    return out
+
+
+def _iface_record(i: NetworkInterface) -> dict[str, Any]:
+    return {
+        "name": i.name,
+        "mac": i.mac,
+        "mode": i.mode,
+        "subnet": i.subnet,
+        "address": str(i.address) if i.address else None,
+        "gateway": str(i.gateway) if i.gateway else None,
+        "nameservers": [str(a) for a in i.nameservers],
+        "primary": i.primary,
+    }
+
+
+# Which record fields feed which digest. A table, so plan and digests agree.
+BUILD_FIELDS = ("architecture", "kernel", "initramfs", "cmdline", "interfaces", "ssh_keys",
+                "user_data", "templates_digest", "name")
+PROVISION_FIELDS = ("architecture", "interfaces", "disk", "image", "ssh_keys", "user_data",
+                    "templates_digest", "name")
+
+
+def _record(h: DesiredHost, *, with_digests: bool = True) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "name": h.name,
+        "file": h.file,
+        "state": h.state,
+        "protected": h.protected,
+        "architecture": h.architecture,
+        "bmc": {
+            "address": h.bmc.address,
+            "system_id": h.bmc.system_id,
+            "credentials": h.bmc.credentials,
+            "verify_tls": h.bmc.verify_tls,
+            "ca_bundle": h.bmc.ca_bundle,
+        },
+        "boot_method": h.boot_method,
+        "kernel": h.kernel,
+        "initramfs": h.initramfs,
+        "cmdline": h.cmdline,
+        "interfaces": [_iface_record(i) for i in h.interfaces],
+        "disk": {"serial": h.disk.serial, "wwn": h.disk.wwn} if h.disk else None,
+        "image": {"url": h.image.url, "sha256": h.image.sha256} if h.image else None,
+        "ssh_keys": list(h.ssh_keys),
+        "user_data": _thaw(h.user_data),
+        "templates_digest": h.templates_digest,
+    }
+    if with_digests:
+        rec["digests"] = {"spec": h.digests.spec, "build": h.digests.build,
+                          "provision": h.digests.provision}
+    return rec
+
+
+def _digest(rec: Mapping[str, Any], fields: tuple[str, ...] | None = None) -> str:
+    picked = rec if fields is None else {k: rec[k] for k in fields}
+    blob = json.dumps(picked, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def desired_hosts(inventory: Inventory) -> dict[str, DesiredHost]:
+    """Every valid server, profile applied, addresses assigned; in IPAM seniority order."""
+    out: dict[str, DesiredHost] = {}
+    templates_digest = inventory.templates_digest
+    addresses = inventory.allocation.addresses
+    for name in inventory.seniority:
+        s = inventory.servers[name]
+        profile = inventory.profiles[s.profile]
+        ifaces = []
+        primary_done = False
+        for iface in s.interfaces:
+            if iface.mode == "dhcp" or iface.subnet is None:
+                ifaces.append(NetworkInterface(iface.name, iface.mac, "dhcp", iface.subnet))
+                continue
+            subnet = inventory.subnets[iface.subnet]
+            ip = addresses[(name, iface.name)]
+            primary = not primary_done
+            primary_done = True
+            ifaces.append(NetworkInterface(
+                iface.name, iface.mac, iface.mode, iface.subnet,
+                IPv4Interface(f"{ip}/{subnet.network.prefixlen}"),
+                subnet.gateway if primary else None, subnet.dns, primary))
+        host = DesiredHost(
+            name=name,
+            file=s.file,
+            state=s.state,
+            protected=s.protected,
+            architecture=s.architecture or profile.architecture,
+            bmc=s.bmc,
+            boot_method=s.bmc.boot_method or profile.boot_method,
+            kernel=profile.kernel,
+            initramfs=profile.initramfs,
+            cmdline=profile.cmdline,
+            interfaces=tuple(ifaces),
+            disk=s.disk,
+            image=s.image or profile.image,
+            ssh_keys=tuple(dict.fromkeys(profile.cloud_init.ssh_keys + s.cloud_init.ssh_keys)),
+            user_data=merge_user_data(profile.cloud_init.user_data, s.cloud_init.user_data),
+            templates_digest=templates_digest,
+            digests=Digests("", "", ""),
+        )
+        rec = _record(host, with_digests=False)
+        digests = Digests(_digest(rec), _digest(rec, BUILD_FIELDS), _digest(rec, PROVISION_FIELDS))
+        out[name] = dataclasses.replace(host, digests=digests)
+    return out

@@ -1,0 +1,503 @@
+"""The inventory: frozen dataclasses built from the repository's YAML, and every check on it.
+
+Repository layout (see docs/inventory.md)::
+
+    subnets.yaml            subnets: CIDR, gateway, DNS, reserved ranges
+    profiles.yaml           base_artifacts per architecture, and named profiles
+    servers/**/<name>.yaml  one file per server; the file name is the server's name
+    templates/*.j2          optional: override the project's templates/ of the same name
+
+:func:`parse_inventory` is pure: it takes the files as bytes, so the same code validates a
+working tree, a git revision, or test data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from reconciler.model import ipam, schema
+from reconciler.model.problems import Problem, dotted, sort_problems
+from reconciler.model.yamlio import Document, parse
+
+SUBNETS_FILE = "subnets.yaml"
+PROFILES_FILE = "profiles.yaml"
+SERVERS_DIR = "servers/"
+TEMPLATES_DIR = "templates/"
+STATES = ("provisioned", "inspected", "off", "unmanaged")
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    start: IPv4Address
+    end: IPv4Address
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Subnet:
+    name: str
+    network: IPv4Network
+    gateway: IPv4Address
+    dns: tuple[IPv4Address, ...] = ()
+    reserved: tuple[Reserved, ...] = ()
+
+    def reserved_reason(self, address: IPv4Address) -> str | None:
+        for r in self.reserved:
+            if r.start <= address <= r.end:
+                return r.reason or "reserved range"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    url: str
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloudInit:
+    ssh_keys: tuple[str, ...] = ()
+    user_data: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    architecture: str
+    kernel: str
+    initramfs: str
+    cmdline: str
+    boot_method: str
+    image: Image | None = None
+    cloud_init: CloudInit = CloudInit()
+
+
+@dataclass(frozen=True, slots=True)
+class Bmc:
+    address: str  # as written
+    scheme: str  # http or https
+    host: str  # host[:port]: the seed's bmc_host, part of the IPAM key
+    credentials: str
+    system_id: str | None = None
+    boot_method: str | None = None
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}"
+
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    name: str
+    mac: str  # lower case
+    mode: str  # static | auto | dhcp
+    subnet: str | None = None
+    address: IPv4Address | None = None  # static only
+
+
+@dataclass(frozen=True, slots=True)
+class Disk:
+    serial: str | None = None
+    wwn: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    name: str
+    file: str
+    profile: str
+    state: str
+    bmc: Bmc
+    protected: bool = False
+    architecture: str | None = None
+    interfaces: tuple[Interface, ...] = ()
+    disk: Disk | None = None
+    image: Image | None = None
+    cloud_init: CloudInit = CloudInit()
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    """Everything that validated. ``rejected`` servers had problems: leave them alone."""
+
+    subnets: Mapping[str, Subnet] = field(default_factory=lambda: _EMPTY)
+    profiles: Mapping[str, Profile] = field(default_factory=lambda: _EMPTY)
+    base_artifacts: Mapping[str, tuple[frozenset[str], frozenset[str]]] = field(default_factory=lambda: _EMPTY)
+    servers: Mapping[str, Server] = field(default_factory=lambda: _EMPTY)
+    rejected: frozenset[str] = frozenset()
+    templates: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # inventory overrides: file name -> text
+    allocation: ipam.Allocation = field(
+        default_factory=lambda: ipam.Allocation({}, (), ())
+    )
+    seniority: tuple[str, ...] = ()  # server names, most senior first (IPAM order)
+
+    @property
+    def templates_digest(self) -> str:
+        h = hashlib.sha256()
+        for name in sorted(self.templates):
+            h.update(f"{name}\0{self.templates[name]}\0".encode())
+        return h.hexdigest()
+
+
+@dataclass(slots=True)
+class _Run:
+    """Mutable state of one parse (problems, per-file docs)."""
+
+    docs: dict[str, Document] = field(default_factory=dict)
+    rejected: set[str] = field(default_factory=set)
+    loose: list[Problem] = field(default_factory=list)
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _cloud_init(raw: Mapping[str, Any] | None) -> CloudInit:
+    raw = raw or {}
+    return CloudInit(tuple(raw.get("ssh_keys") or ()), _freeze(raw.get("user_data") or {}))
+
+
+def _image(raw: Mapping[str, Any] | None) -> Image | None:
+    return Image(raw["url"], raw["sha256"]) if raw else None
+
+
+def _load_doc(run: _Run, files: Mapping[str, bytes], name: str, kind: str) -> Document | None:
+    raw = files.get(name)
+    if raw is None:
+        run.loose.append(Problem(name, None, "", "file is missing"))
+        return None
+    doc = parse(name, raw)
+    run.docs[name] = doc
+    if doc.problems:
+        return None
+    hide = frozenset(schema.find_secrets(doc))
+    ok = schema.validate(doc, kind, hide=hide)
+    return doc if ok and not hide else None
+
+
+def _subnets(doc: Document) -> dict[str, Subnet]:
+    out: dict[str, Subnet] = {}
+    for name, raw in doc.data["subnets"].items():
+        where = ("subnets", name)
+        try:
+            net = IPv4Network(raw["cidr"])
+        except ValueError:
+            doc.problems.append(doc.problem((*where, "cidr"),
+                                            f"{raw['cidr']!r} has host bits set"))
+            continue
+        gateway = IPv4Address(raw["gateway"])
+        bad = False
+        if gateway not in net or gateway in (net.network_address, net.broadcast_address):
+            doc.problems.append(doc.problem((*where, "gateway"),
+                                            f"{gateway} is not a host address of {net}"))
+            bad = True
+        reserved = []
+        for i, r in enumerate(raw.get("reserved") or ()):
+            start, end = IPv4Address(r["start"]), IPv4Address(r["end"])
+            if start not in net or end not in net or start > end:
+                doc.problems.append(doc.problem((*where, "reserved", i),
+                                                f"{start}-{end} is not a range inside {net}"))
+                bad = True
+            reserved.append(Reserved(start, end, r.get("reason", "")))
+        if not bad:
+            dns = tuple(IPv4Address(a) for a in raw.get("dns") or ())
+            out[name] = Subnet(name, net, gateway, dns, tuple(reserved))
+    return out
+
+
+def _profiles(
+    doc: Document,
+) -> tuple[dict[str, Profile], dict[str, tuple[frozenset[str], frozenset[str]]]]:
+    data = doc.data
+    arts = {
+        arch: (frozenset(v.get("kernels") or ()), frozenset(v.get("initramfs") or ()))
+        for arch, v in (data.get("base_artifacts") or {}).items()
+    }
+    out: dict[str, Profile] = {}
+    for name, raw in data["profiles"].items():
+        where = ("profiles", name)
+        kernels, initrds = arts.get(raw["architecture"], (frozenset(), frozenset()))
+        bad = False
+        for key, known in (("kernel", kernels), ("initramfs", initrds)):
+            if raw[key] not in known:
+                doc.problems.append(doc.problem(
+                    (*where, key),
+                    f"unknown base artifact {raw[key]!r} "
+                    f"(not in base_artifacts.{raw['architecture']}.{_plural(key)})"))
+                bad = True
+        if not bad:
+            out[name] = Profile(name, raw["architecture"], raw["kernel"], raw["initramfs"],
+                                raw["cmdline"], raw["boot_method"], _image(raw.get("image")),
+                                _cloud_init(raw.get("cloud_init")))
+    return out, arts
+
+
+def _plural(key: str) -> str:
+    return "kernels" if key == "kernel" else "initramfs"
+
+
+def _bmc(raw: Mapping[str, Any]) -> Bmc:
+    address = raw["address"].rstrip("/")
+    scheme, sep, host = address.partition("://")
+    if not sep:
+        scheme, host = "https", address
+    return Bmc(raw["address"], scheme, host, raw["credentials"], raw.get("system_id"),
+               raw.get("boot_method"), raw.get("verify_tls", True), raw.get("ca_bundle"))
+
+
+def _server(
+    doc: Document,
+    name: str,
+    subnets: Mapping[str, Subnet],
+    profiles: Mapping[str, Profile],
+    arts: Mapping[str, tuple[frozenset[str], frozenset[str]]],
+    shared_ok: bool,
+) -> Server | None:
+    data = doc.data
+    errors: list[Problem] = []
+
+    def bad(path: tuple[str | int, ...], message: str) -> None:
+        errors.append(doc.problem(path, message))
+
+    if not _NAME.match(name):
+        bad((), f"file name {name!r} is not a valid host name (lower-case letters, digits, '-')")
+    bmc = _bmc(data["bmc"])
+    profile_name = data.get("profile", "default")
+    profile = profiles.get(profile_name)
+    if profile is None and shared_ok:
+        if "profile" in data:
+            bad(("profile",), f"unknown profile {profile_name!r}")
+        else:
+            bad((), "no profile given and profiles.yaml defines no 'default' profile")
+    arch = data.get("architecture") or (profile.architecture if profile else None)
+    if profile is not None and arch != profile.architecture:
+        kernels, initrds = arts.get(arch or "", (frozenset(), frozenset()))
+        for key, known in (("kernel", kernels), ("initramfs", initrds)):
+            value = getattr(profile, key)
+            if value not in known:
+                bad(("architecture",), f"profile {profile_name!r} {key} {value!r} is not a "
+                    f"base artifact for {arch} (base_artifacts.{arch}.{_plural(key)})")
+    interfaces: list[Interface] = []
+    for i, raw in enumerate(data.get("interfaces") or ()):
+        where = ("interfaces", i)
+        iname = raw.get("name", f"eth{i}")
+        written = raw.get("address", "dhcp")
+        mode = written if written in ("auto", "dhcp") else "static"
+        subnet_name = raw.get("subnet")
+        subnet = subnets.get(subnet_name) if subnet_name else None
+        address = IPv4Address(written) if mode == "static" else None
+        if subnet_name and subnet is None and shared_ok:
+            bad((*where, "subnet"), f"unknown subnet {subnet_name!r}")
+        elif mode != "dhcp" and not subnet_name:
+            bad((*where, "subnet"), f"a {mode} address needs a subnet")
+        elif subnet is not None and address is not None:
+            net = subnet.network
+            if address not in net:
+                bad((*where, "address"), f"{address} is outside subnet {subnet_name} ({net})")
+            elif address == net.network_address:
+                bad((*where, "address"), f"{address} is the network address of {net}")
+            elif address == net.broadcast_address:
+                bad((*where, "address"), f"{address} is the broadcast address of {net}")
+            elif address == subnet.gateway:
+                bad((*where, "address"), f"{address} is the gateway of subnet {subnet_name}")
+            elif (why := subnet.reserved_reason(address)) is not None:
+                bad((*where, "address"), f"{address} is in a reserved range ({why})")
+        elif subnet is not None and mode == "auto":
+            if subnet.network.prefixlen > ipam.SMALLEST_PREFIX_FOR_AUTO:
+                bad((*where, "address"), f"subnet {subnet_name} ({subnet.network}) is too "
+                    f"small to allocate from (prefix longer than /{ipam.SMALLEST_PREFIX_FOR_AUTO})")
+            if not bmc.system_id:
+                bad((*where, "address"), "auto needs bmc.system_id (part of the IPAM key)")
+        interfaces.append(Interface(iname, raw["mac"].lower(), mode, subnet_name, address))
+    seen_names = [i.name for i in interfaces]
+    for i, iface in enumerate(interfaces):
+        if seen_names.index(iface.name) != i:
+            bad(("interfaces", i, "name"), f"duplicate interface name {iface.name!r}")
+    disk = Disk(data["disk"].get("serial"), data["disk"].get("wwn")) if "disk" in data else None
+    image = _image(data.get("image")) or (profile.image if profile else None)
+    state = data["state"]
+    if state == "provisioned":
+        if disk is None:
+            bad(("disk",), "state provisioned needs a target disk (serial or wwn)")
+        if image is None and profile is not None:
+            bad(("image",), f"state provisioned needs an image (here or in profile "
+                f"{profile_name!r})")
+        if not any(i.mode != "dhcp" for i in interfaces):
+            bad(("interfaces",), "state provisioned needs an interface with a static or auto "
+                "address (the reconciler reaches the server there)")
+    doc.problems.extend(errors)
+    if errors or profile is None or not shared_ok:
+        return None
+    return Server(name, doc.file, profile_name, state, bmc, bool(data.get("protected", False)),
+                  data.get("architecture"), tuple(interfaces), disk, image,
+                  _cloud_init(data.get("cloud_init")))
+
+
+def server_files(files: Mapping[str, bytes]) -> dict[str, str]:
+    """Server file path -> server name, for servers/**/*.yaml|yml."""
+    out = {}
+    for path in files:
+        if path.startswith(SERVERS_DIR) and path.endswith((".yaml", ".yml")):
+            out[path] = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return out
+
+
+def parse_inventory(
+    files: Mapping[str, bytes], *, seniority: Mapping[str, int] | None = None
+) -> tuple[Inventory, list[Problem]]:
+    """Build the inventory from ``files`` (repository-relative POSIX path -> content).
+
+    ``seniority`` maps a server name to its rank (lower = added earlier); servers missing from
+    it come after all ranked ones, by name. It orders IPAM claims (see :mod:`.ipam`).
+    Returns every problem found, sorted; problem-free servers are usable even when others fail.
+    """
+    run = _Run()
+    subnets: dict[str, Subnet] = {}
+    profiles: dict[str, Profile] = {}
+    arts: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+    sdoc = _load_doc(run, files, SUBNETS_FILE, "subnets")
+    if sdoc is not None:
+        subnets = _subnets(sdoc)
+    pdoc = _load_doc(run, files, PROFILES_FILE, "profiles")
+    if pdoc is not None:
+        profiles, arts = _profiles(pdoc)
+    shared_ok = not any(run.docs[f].problems for f in run.docs) and not run.loose
+
+    by_path = server_files(files)
+    by_name: dict[str, list[str]] = {}
+    for path, name in by_path.items():
+        by_name.setdefault(name.lower(), []).append(path)
+    servers: dict[str, Server] = {}
+    for path in sorted(by_path):
+        name = by_path[path]
+        doc = _load_doc(run, files, path, "server")
+        if len(by_name[name.lower()]) > 1:
+            others = ", ".join(p for p in by_name[name.lower()] if p != path)
+            run.loose.append(Problem(path, None, "", f"duplicate server name {name!r} "
+                                     f"(also {others})"))
+            run.rejected.add(name)
+            continue
+        if doc is None:
+            run.rejected.add(name)
+            continue
+        server = _server(doc, name, subnets, profiles, arts, shared_ok)
+        if server is None:
+            run.rejected.add(name)
+        else:
+            servers[name] = server
+
+    rank = seniority or {}
+    order = sorted(servers, key=lambda n: (rank.get(n, 1 << 62), n))
+    _cross_checks(run, servers, order)
+    for name in run.rejected:
+        servers.pop(name, None)
+    order = [n for n in order if n in servers]
+
+    requests = []
+    for name in order:
+        s = servers[name]
+        for iface in s.interfaces:
+            if iface.mode == "dhcp" or iface.subnet is None:
+                continue
+            requests.append(ipam.Request(name, iface.name, iface.subnet, iface.address,
+                                         s.bmc.host, s.bmc.system_id or ""))
+    plans = {
+        n: ipam.SubnetPlan(s.network, s.gateway,
+                           tuple((r.start, r.end, r.reason) for r in s.reserved))
+        for n, s in subnets.items()
+    }
+    allocation = ipam.allocate(plans, requests)
+    for refusal in allocation.refusals:
+        server = servers.pop(refusal.host)
+        index = next(i for i, f in enumerate(server.interfaces) if f.name == refusal.interface)
+        doc = run.docs[server.file]
+        doc.problems.append(doc.problem(("interfaces", index, "address"), refusal.message))
+        run.rejected.add(refusal.host)
+
+    templates = {
+        p[len(TEMPLATES_DIR):]: files[p].decode("utf-8", "replace")
+        for p in files
+        if p.startswith(TEMPLATES_DIR) and p.endswith(".j2")
+    }
+    problems = run.loose + [p for d in run.docs.values() for p in d.problems]
+    inventory = Inventory(
+        subnets=MappingProxyType(subnets),
+        profiles=MappingProxyType(profiles),
+        base_artifacts=MappingProxyType(arts),
+        servers=MappingProxyType(servers),
+        rejected=frozenset(run.rejected),
+        templates=MappingProxyType(templates),
+        allocation=allocation,
+        seniority=tuple(n for n in order if n in servers),
+    )
+    return inventory, sort_problems(problems)
+
+
+def _cross_checks(run: _Run, servers: Mapping[str, Server], order: list[str]) -> None:
+    """Duplicate MACs and BMC identities: the senior server keeps it, the junior is rejected."""
+    macs: dict[str, str] = {}
+    bmcs: dict[tuple[str, str], str] = {}
+    for name in order:
+        s = servers[name]
+        doc = run.docs[s.file]
+        for i, iface in enumerate(s.interfaces):
+            holder = macs.setdefault(iface.mac, name)
+            if holder != name:
+                doc.problems.append(doc.problem(("interfaces", i, "mac"),
+                                                f"MAC {iface.mac} is already used by {holder}"))
+                run.rejected.add(name)
+            elif [f.mac for f in s.interfaces].index(iface.mac) != i:
+                doc.problems.append(doc.problem(("interfaces", i, "mac"),
+                                                f"MAC {iface.mac} is listed twice"))
+                run.rejected.add(name)
+        if s.bmc.system_id:
+            key = (s.bmc.host.lower(), s.bmc.system_id)
+            holder = bmcs.setdefault(key, name)
+            if holder != name:
+                doc.problems.append(doc.problem(
+                    ("bmc", "system_id"),
+                    f"BMC {s.bmc.host} system {s.bmc.system_id} is already {holder}"))
+                run.rejected.add(name)
+
+
+def read_directory(root: Path) -> dict[str, bytes]:
+    """The inventory files of a working tree (YAML at the top, servers/**, templates/**)."""
+    out: dict[str, bytes] = {}
+    for name in (SUBNETS_FILE, PROFILES_FILE):
+        if (root / name).is_file():
+            out[name] = (root / name).read_bytes()
+    for sub in (SERVERS_DIR, TEMPLATES_DIR):
+        base = root / sub
+        if base.is_dir():
+            for path in base.rglob("*"):
+                if path.is_file() and not path.name.startswith("."):
+                    out[path.relative_to(root).as_posix()] = path.read_bytes()
+    return out
+
+
+def load_inventory(
+    root: Path, *, seniority: Mapping[str, int] | None = None
+) -> tuple[Inventory, list[Problem]]:
+    """Read and validate the inventory in directory ``root``."""
+    return parse_inventory(read_directory(root), seniority=seniority)
+
+
+__all__ = [
+    "Bmc", "CloudInit", "Disk", "Image", "Interface", "Inventory", "Profile", "Reserved",
+    "Server", "Subnet", "dotted", "load_inventory", "parse_inventory", "read_directory",
+]

@@ -1,0 +1,161 @@
+"""JSON Schema (draft 2020-12) validation of inventory files, with readable messages.
+
+The schemas in ``schemas/inventory/`` are the contract editors see (yaml-language-server);
+this module applies the same files and turns each jsonschema error into a
+:class:`~reconciler.model.problems.Problem` that names the field as the user wrote it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema  # type: ignore[import-untyped]
+from referencing import Registry, Resource
+
+from reconciler import paths
+from reconciler.model.yamlio import Document
+
+SCHEMA_FILES = {
+    "server": "server.schema.json",
+    "profiles": "profiles.schema.json",
+    "subnets": "subnets.schema.json",
+}
+
+_TYPE_NAMES = {
+    dict: "a mapping",
+    list: "a list",
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    type(None): "empty",
+}
+
+
+def schema_dir() -> Path:
+    return paths.schemas_dir() / "inventory"
+
+
+@functools.cache
+def _validators() -> dict[str, jsonschema.protocols.Validator]:
+    schemas = {
+        kind: json.loads((schema_dir() / name).read_text()) for kind, name in SCHEMA_FILES.items()
+    }
+    registry: Registry[Any] = Registry().with_resources(
+        (s["$id"], Resource.from_contents(s)) for s in schemas.values()
+    )
+    out: dict[str, jsonschema.protocols.Validator] = {}
+    for kind, schema in schemas.items():
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        out[kind] = cls(schema, registry=registry)
+    return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(error: jsonschema.ValidationError) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """(path, message) pairs for one error; a 'required' error names the missing field."""
+    path = tuple(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    kind = error.validator
+    what = schema.get("title", "value")
+    if kind == "required":
+        for name in error.validator_value:
+            if isinstance(error.instance, dict) and name not in error.instance:
+                yield (*path, name), "required field is missing"
+    elif kind == "additionalProperties" and isinstance(error.instance, dict):
+        known = list(schema.get("properties", {}))
+        for name in error.instance:
+            if name in known or not isinstance(name, str):
+                continue
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            yield (*path, name), f"unknown field{hint}"
+    elif kind == "pattern":
+        yield path, f"{_short(error.instance)} is not a valid {what}"
+    elif kind == "enum":
+        choices = ", ".join(str(c) for c in error.validator_value)
+        yield path, f"{_short(error.instance)} is not one of: {choices}"
+    elif kind == "type":
+        got = _TYPE_NAMES.get(type(error.instance), type(error.instance).__name__)
+        yield path, f"expected {error.validator_value}, got {got}"
+    elif kind in ("minProperties", "maxProperties") and schema.get("maxProperties") == 1:
+        yield path, "give exactly one of: " + ", ".join(schema.get("properties", {}))
+    elif kind == "propertyNames":
+        yield path, f"{_short(error.instance)} is not a valid name"
+    else:
+        yield path, error.message
+
+
+def validate(doc: Document, kind: str, *, hide: frozenset[tuple[str | int, ...]]) -> bool:
+    """Append schema problems to ``doc``; ``hide`` holds paths never to echo (secrets)."""
+    validator = _validators()[kind]
+    ok = True
+    for error in validator.iter_errors(doc.data):
+        ok = False
+        for path, message in _describe(error):
+            if any(path[: len(h)] == h for h in hide):
+                continue
+            doc.problems.append(doc.problem(path, message))
+    return ok
+
+
+# Secrets in the repository. Table: what looks like a secret, checked on every key and string.
+_SECRET_KEY = re.compile(
+    r"(?i)^(.*password.*|passwd|pass|pw|secret|.*_secret|token|.*_token|api[_-]?key|"
+    r"private[_-]?key|client[_-]?secret)$"
+)
+_SECRET_VALUES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
+    (re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/@\s:]+:[^/@\s]+@"), "a URL with a password"),
+)
+_SECRET_HINT = "keep secrets out of the repository; name a credentials reference instead"
+
+
+def find_secrets(doc: Document) -> set[tuple[str | int, ...]]:
+    """Report values that look like passwords; return their paths so nothing echoes them."""
+    found: set[tuple[str | int, ...]] = set()
+
+    def walk(value: Any, path: tuple[str | int, ...]) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                sub_path = (*path, str(key))
+                if (
+                    isinstance(key, str)
+                    and _SECRET_KEY.match(key)
+                    and sub not in (None, "", [], {})
+                    and not isinstance(sub, bool)
+                ):
+                    found.add(sub_path)
+                    doc.problems.append(
+                        doc.problem(sub_path, f"looks like a password: {_SECRET_HINT}")
+                    )
+                    continue
+                walk(sub, sub_path)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, (*path, index))
+        elif isinstance(value, str):
+            for pattern, label in _SECRET_VALUES:
+                if pattern.search(value):
+                    found.add(path)
+                    doc.problems.append(doc.problem(path, f"looks like {label}: {_SECRET_HINT}"))
+                    return
+            if path[-2:] == ("bmc", "credentials") and ":" in value:
+                found.add(path)
+                doc.problems.append(
+                    doc.problem(path, f"looks like 'user:password': {_SECRET_HINT}")
+                )
+
+    walk(doc.data, ())
+    return found
