@@ -1,0 +1,151 @@
+"""``reconciler lab up|status|down``: the virtual lab of UEFI VMs behind a Redfish emulator."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from reconciler.errors import InputError
+from reconciler.lab import lifecycle
+from reconciler.lab.spec import GATEWAY, SERVICE_PORT, SERVICE_URL, LabPaths
+from reconciler.lab.state import LabState
+
+LOG = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "lab",
+        help="bring up a virtual lab: UEFI VMs behind a Redfish emulator in a network namespace",
+        description="A virtual lab in a network namespace of its own: a bridge on "
+        "198.18.0.0/24, dnsmasq, libvirtd, the sushy-tools Redfish emulator and N OVMF VMs.",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where the lab keeps its files (default: $RECONCILER_LAB_DIR or var/lab)",
+    )
+    sub = parser.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+
+    p_up = sub.add_parser("up", help="create the lab (tearing down a crashed one first)")
+    p_up.add_argument("--hosts", type=int, default=2, help="number of VMs (default 2)")
+    p_up.add_argument("--arch", default="amd64", help="VM architecture (amd64)")
+    p_up.add_argument(
+        "--accel", default="auto", help="auto (KVM only with VMX/SVM), tcg or kvm"
+    )
+    p_up.add_argument(
+        "--secrets-dir",
+        type=Path,
+        default=None,
+        help="where the lab-bmc credentials go (default: $RECONCILER_SECRETS_DIR or "
+        "/etc/reconciler/secrets)",
+    )
+    p_up.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="base artifacts directory: also run the build service in the lab with it",
+    )
+    p_up.add_argument(
+        "--output", type=Path, default=None, help="also write the lab description to this YAML"
+    )
+    p_up.set_defaults(func=cmd_up)
+
+    p_status = sub.add_parser("status", help="show the lab and whether its daemons run")
+    p_status.set_defaults(func=cmd_status)
+
+    p_down = sub.add_parser("down", help="remove everything `lab up` created")
+    p_down.set_defaults(func=cmd_down)
+
+
+def lab_paths(args: argparse.Namespace) -> LabPaths:
+    root = args.state_dir
+    if root is None:
+        env = os.environ.get("RECONCILER_LAB_DIR")
+        root = Path(env) if env else lifecycle.default_state_dir()
+    return LabPaths(root.resolve())
+
+
+def service_argv(images: Path, data: Path) -> tuple[str, ...]:
+    """``reconciler serve`` bound to the lab's gateway address."""
+    if not images.is_dir():
+        raise InputError(f"--images: {images} is not a directory")
+    return (
+        sys.executable, "-m", "reconciler", "serve",
+        "--listen", f"{GATEWAY}:{SERVICE_PORT}",
+        "--images", str(images.resolve()),
+        "--data", str(data),
+        "--public-url", SERVICE_URL,
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    paths = lab_paths(args)
+    service = None
+    if args.images is not None:
+        service = lifecycle.ServiceOptions(service_argv(args.images, paths.root / "service"))
+    options = lifecycle.UpOptions(
+        hosts=args.hosts,
+        arch=args.arch,
+        accel=args.accel,
+        secrets_dir=args.secrets_dir,
+        service=service,
+    )
+    state = lifecycle.up(paths, options)
+    text = describe(state)
+    if args.output is not None:
+        from reconciler.lab.state import write_atomic
+
+        write_atomic(args.output, yaml.safe_dump(state.to_record(), sort_keys=False))
+    print(text)
+    print(f"state: {paths.state_file}")
+    return 0
+
+
+def describe(state: LabState) -> str:
+    lines = [
+        f"lab up in network namespace {state.namespace} (accel {state.accel})",
+        f"  subnet {state.subnet}, gateway/DNS {state.gateway}, "
+        f"DHCP {state.dhcp_range[0]}-{state.dhcp_range[1]}",
+        f"  BMC {state.bmc_url} (credentials {state.credentials}: {state.secrets_file})",
+        f"  build service {state.service_url}"
+        + ("" if state.service_running else " (not started: pass --images)"),
+    ]
+    for host in state.hosts:
+        lines.append(
+            f"  {host.name}: system {host.system_id} mac {host.mac} disk {host.disk_serial}"
+        )
+    lines.append(f"  enter it: ip netns exec {state.namespace} bash")
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    paths = lab_paths(args)
+    st = lifecycle.status(paths)
+    if st.state is None:
+        print(f"no lab at {paths.root}")
+        return 3
+    print(describe(st.state))
+    print(f"  namespace present: {'yes' if st.namespace else 'NO'}")
+    for name, pid in st.daemons.items():
+        if name == "service" and not st.state.service_running:
+            continue
+        print(f"  {name}: {'pid ' + str(pid) if pid else 'NOT RUNNING'}")
+    for name, dom_state in st.domains.items():
+        print(f"  {name}: {dom_state}")
+    for mac, address in sorted(st.leases.items()):
+        print(f"  lease {mac} -> {address}")
+    return 0 if st.healthy else 1
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    paths = lab_paths(args)
+    removed = lifecycle.down(paths)
+    print("removed: " + (", ".join(removed) if removed else "nothing (no lab was up)"))
+    return 0
