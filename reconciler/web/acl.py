@@ -1,0 +1,67 @@
+"""Access by source network (the seed's ACL section).
+
+Clients from a trusted CIDR reach every endpoint. Everyone else (booted servers, BMCs,
+firmware) reaches only what they need: PUT on a checkin, GET/HEAD on artifacts, the health
+check. Anything else is 403 with an Error body, unknown paths included, so an untrusted
+client learns nothing about what exists.
+
+The client is the TCP peer. X-Forwarded-For is believed only when the peer is one of the
+configured ``trusted_proxies``; then the client is the right-most address in the header that
+is not itself a trusted proxy.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+
+from reconciler.settings import Network
+
+# Endpoint (blueprint.view) -> methods an untrusted client may use. A new blueprint that
+# serves untrusted clients adds its row here.
+PUBLIC: Mapping[str, frozenset[str]] = {
+    "checkins.update": frozenset({"PUT"}),
+    "artifacts.artifact": frozenset({"GET", "HEAD"}),
+    "health.healthz": frozenset({"GET", "HEAD"}),
+}
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_address(text: str) -> Address | None:
+    try:
+        address = ipaddress.ip_address(text.strip().split("%", 1)[0])
+    except ValueError:
+        return None
+    # An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _within(address: Address | None, networks: Sequence[Network]) -> bool:
+    return address is not None and any(address in net for net in networks)
+
+
+def client_address(
+    peer: str, forwarded_for: str | None, trusted_proxies: Sequence[Network]
+) -> Address | None:
+    address = parse_address(peer)
+    if forwarded_for is None or not _within(address, trusted_proxies):
+        return address
+    for hop in reversed(forwarded_for.split(",")):
+        hop_address = parse_address(hop)
+        if hop_address is None:
+            return None  # a garbled chain: trust nothing in it
+        address = hop_address
+        if not _within(address, trusted_proxies):
+            break
+    return address
+
+
+def allowed(
+    client: Address | None, trusted: Sequence[Network], endpoint: str | None, method: str
+) -> bool:
+    if _within(client, trusted):
+        return True
+    return endpoint is not None and method in PUBLIC.get(endpoint, frozenset())

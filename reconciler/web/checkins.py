@@ -1,0 +1,82 @@
+"""/api/v1/checkins: the rendezvous between the orchestrator and a booted server.
+
+The orchestrator registers an id (POST), the booted server reports its addresses (PUT, the
+only write an untrusted client may make, and only to a registered id), the orchestrator polls
+(GET) and cleans up (DELETE). Registered ids are persisted, so a server's PUT loop still
+succeeds after the service restarts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from flask import Blueprint, Response
+
+from reconciler.adapters.store import Checkin
+from reconciler.web.http import HttpError, json_body, json_response, no_content, show
+from reconciler.web.services import services
+
+bp = Blueprint("checkins", __name__, url_prefix="/api/v1/checkins")
+
+MAX_ADDRESSES = 1024
+
+
+def parse_addresses(body: object) -> tuple[str, ...]:
+    """The seed's CheckinRequest: ``{"addresses": [ip, ...]}``; unknown keys are ignored."""
+    if not isinstance(body, dict):
+        raise HttpError(400, f"request body: expected an object, got {type(body).__name__}")
+    if "addresses" not in body:
+        raise HttpError(400, "addresses: required")
+    addresses = body["addresses"]
+    if not isinstance(addresses, list):
+        raise HttpError(400, f"addresses: expected an array, got {type(addresses).__name__}")
+    if len(addresses) > MAX_ADDRESSES:
+        raise HttpError(400, f"addresses: more than {MAX_ADDRESSES} entries")
+    parsed = []
+    for i, value in enumerate(addresses):
+        if not isinstance(value, str):
+            raise HttpError(400, f"addresses[{i}]: expected a string, got {type(value).__name__}")
+        try:
+            parsed.append(str(ipaddress.ip_address(value)))
+        except ValueError:
+            raise HttpError(400, f"addresses[{i}]: {show(value)} is not an IP address") from None
+    return tuple(parsed)
+
+
+def _view(record: Checkin) -> Response:
+    return json_response(record.to_record())
+
+
+@bp.post("/<checkin_id>")
+def register(checkin_id: str) -> Response:
+    services().checkins.register(checkin_id, parse_addresses(json_body()))
+    return no_content()
+
+
+@bp.put("/<checkin_id>")
+def update(checkin_id: str) -> Response:
+    addresses = parse_addresses(json_body())
+    if services().checkins.update(checkin_id, addresses) is None:
+        raise HttpError(404, f"id: checkin {show(checkin_id)} is not registered")
+    return no_content()
+
+
+@bp.get("/<checkin_id>")
+def get(checkin_id: str) -> Response:
+    record = services().checkins.get(checkin_id)
+    if record is None:
+        raise HttpError(404, f"id: no checkin {show(checkin_id)}")
+    return _view(record)
+
+
+@bp.delete("/<checkin_id>")
+def delete(checkin_id: str) -> Response:
+    if not services().checkins.delete(checkin_id):
+        raise HttpError(404, f"id: no checkin {show(checkin_id)}")
+    return no_content()
+
+
+@bp.delete("")
+def purge() -> Response:
+    services().checkins.purge()
+    return no_content()

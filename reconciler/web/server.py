@@ -1,0 +1,161 @@
+"""The embedded production WSGI server: cheroot, one plain HTTP and one TLS listener.
+
+Two cheroot servers share the Flask app in one process (gunicorn applies TLS to every bind;
+waitress has no TLS: ../shared/LAB.md). Artifact bodies (:class:`FileRange`) bypass cheroot's
+buffered writer: ``socket.sendfile`` on plain HTTP, large direct writes under TLS. That uses
+cheroot internals (``req.conn.socket``, ``req.ensure_headers_sent``): cheroot is pinned in
+pyproject.toml and tests/integration/test_service_artifacts.py checks the bytes.
+
+:meth:`DualServer.stop` stops accepting, lets running requests finish and gives up at a
+deadline (cheroot's own stop waits without bound for a download in progress).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cheroot import wsgi
+from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+from reconciler.errors import InputError, PermanentError
+from reconciler.settings import HostPort, ServiceSettings
+from reconciler.web.filerange import FileRange
+
+LOG = logging.getLogger(__name__)
+
+WsgiApp = Callable[..., Any]
+
+
+class SendfileGateway(wsgi.Gateway_10):
+    """cheroot's WSGI 1.0 gateway, plus a zero-copy path for :class:`FileRange` bodies."""
+
+    def respond(self) -> None:
+        response = self.req.server.wsgi_app(self.env, self.start_response)
+        try:
+            if isinstance(response, FileRange) and not self.req.chunked_write:
+                self._send_range(response)
+            else:
+                for chunk in filter(None, response):
+                    if not isinstance(chunk, bytes):
+                        raise ValueError("WSGI applications must yield bytes")
+                    self.write(chunk)
+        finally:
+            self.req.ensure_headers_sent()
+            if hasattr(response, "close"):
+                response.close()
+
+    def _send_range(self, body: FileRange) -> None:
+        # The headers go out through cheroot's writer, which flushes on every write, so the
+        # socket is ours from here on.
+        self.req.ensure_headers_sent()
+        if body.length == 0:
+            return
+        sock = self.req.conn.socket
+        if isinstance(sock, ssl.SSLSocket):
+            # No sendfile through TLS; one big write per chunk instead of cheroot's two copies.
+            sent = 0
+            for chunk in body:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        else:
+            sent = sock.sendfile(body.file, body.start, body.length)
+        if sent != body.length:
+            # The file changed under us: the client must not take a short body for whole.
+            self.req.close_connection = True
+            raise OSError(f"sent {sent} of {body.length} bytes: the file was truncated")
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    name: str  # the setting it comes from, for error messages
+    address: HostPort
+    cert: Path | None = None
+    key: Path | None = None
+
+
+def listeners(settings: ServiceSettings) -> list[Listener]:
+    found = [Listener("listen", settings.listen)]
+    if settings.tls_enabled:
+        tls = Listener("tls_listen", settings.tls_listen, settings.tls_cert, settings.tls_key)
+        found.append(tls)
+    return found
+
+
+class DualServer:
+    """One cheroot server per listener, each with its own thread pool, in this process."""
+
+    def __init__(self, app: WsgiApp, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self._servers: list[tuple[Listener, wsgi.Server]] = []
+        for listener in listeners(settings):
+            server = wsgi.Server(
+                (listener.address.host, listener.address.port),
+                app,
+                numthreads=settings.threads,
+                max=settings.threads,
+                request_queue_size=128,
+                timeout=30,
+                shutdown_timeout=int(settings.shutdown_timeout),
+            )
+            server.gateway = SendfileGateway
+            server.max_request_header_size = 64 * 1024
+            if listener.cert is not None and listener.key is not None:
+                server.ssl_adapter = _ssl_adapter(listener.cert, listener.key)
+            self._servers.append((listener, server))
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> list[str]:
+        """Bind every listener (errors name the setting), then serve in background threads."""
+        bound = []
+        for listener, server in self._servers:
+            try:
+                server.prepare()
+            except OSError as exc:
+                self.stop(0)
+                raise PermanentError(
+                    f"{listener.name}: cannot listen on {listener.address}: {exc}"
+                ) from None
+            host, port = server.socket.getsockname()[:2]
+            scheme = "https" if server.ssl_adapter is not None else "http"
+            bound.append(f"{scheme}://{HostPort(host, port)}")
+        for listener, server in self._servers:
+            name = f"http-{listener.name}"
+            thread = threading.Thread(target=server.serve, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return bound
+
+    def stop(self, timeout: float) -> bool:
+        """Stop accepting, wait up to ``timeout`` s for running requests; True if all ended."""
+        stoppers = []
+        for listener, server in self._servers:
+            if not server.ready:
+                continue
+            thread = threading.Thread(target=server.stop, name=f"stop-{listener.name}", daemon=True)
+            thread.start()
+            stoppers.append(thread)
+        deadline = time.monotonic() + timeout
+        for thread in stoppers + self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in stoppers + self._threads if t.is_alive()]
+        if alive:
+            LOG.warning("requests still running after %.0f s; giving up on them", timeout)
+        return not alive
+
+
+def _ssl_adapter(cert: Path, key: Path) -> BuiltinSSLAdapter:
+    try:
+        adapter = BuiltinSSLAdapter(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise InputError(f"tls_cert/tls_key: cannot load {cert} and {key}: {exc}") from None
+    # Modern clients only; TLS 1.2 is what BMC firmware still commonly speaks.
+    adapter.context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return adapter
+

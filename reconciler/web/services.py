@@ -1,0 +1,61 @@
+"""The objects the blueprints use, hung on the Flask app by ``create_app``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import current_app
+
+from reconciler.adapters.store import BuildStore, CheckinStore
+from reconciler.engine.buildqueue import Builder, BuildQueue
+from reconciler.settings import ServiceSettings
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    store: BuildStore
+    checkins: CheckinStore
+    queue: BuildQueue
+
+    @classmethod
+    def open(cls, settings: ServiceSettings, builder: Builder | None = None) -> Services:
+        """Lock and load the data directory, re-queue interrupted builds, start workers."""
+        store = BuildStore(settings.data_dir)
+        records = store.open()
+        checkins = CheckinStore(settings.data_dir)
+        checkins.open()
+        queue = BuildQueue(
+            store,
+            settings.images,
+            workers=settings.workers,
+            maxsize=settings.queue_length,
+            builder=builder,
+        )
+        queue.start(records)
+        LOG.info(
+            "data %s: %d builds, %d checkins; base artifacts from %s",
+            settings.data_dir,
+            len(records),
+            sum(1 for _ in checkins),
+            settings.images,
+        )
+        return cls(store, checkins, queue)
+
+    def close(self, timeout: float) -> bool:
+        """Stop the workers (up to ``timeout`` s for running builds) and unlock the data dir."""
+        stopped = self.queue.stop(timeout)
+        self.store.close()
+        return stopped
+
+
+def services() -> Services:
+    found: Services = current_app.extensions["reconciler.services"]
+    return found
+
+
+def settings() -> ServiceSettings:
+    found: ServiceSettings = current_app.extensions["reconciler.settings"]
+    return found
