@@ -1,1 +1,17 @@
-"""Jinja rendering of cloud-init files, kernel command lines and build requests (pure)."""
+"""Rendering: NoCloud seed files and build requests from a DesiredHost (Jinja, StrictUndefined).
+
+Public API: :class:`RenderSettings`, :class:`RenderedHost`, :class:`Renderer`,
+:func:`render_host`.
+"""
+
+from __future__ import annotations
+
+from reconciler.render.renderer import (
+    DEFAULT_PUBLIC_URL,
+    RenderedHost,
+    Renderer,
+    RenderSettings,
+    render_host,
+)
+
+__all__ = ["DEFAULT_PUBLIC_URL", "RenderSettings", "RenderedHost", "Renderer", "render_host"]

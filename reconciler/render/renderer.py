@@ -1,0 +1,206 @@
+"""Render a DesiredHost into NoCloud seed files and the build request the build service takes.
+
+Templates come from the project's ``templates/`` and, file by file, from the inventory's own
+``templates/`` (same names win). Jinja runs with ``StrictUndefined``: a misspelt variable is an
+error naming the template, never an empty string on a server.
+
+Build request (seed: "Overlay files for provisioning image" / "... for inspection image"):
+
+- provision: meta-data, user-data, network-config; no checkin URL.
+- inspect: meta-data (instance-id = the inspection id, hostname ``inspect-<id[:8]>``),
+  user-data, checkin-url (``<public url>/api/v1/checkins/<id>``); no network-config, so the
+  ephemeral OS runs DHCP on every NIC.
+- both: ``/root/.ssh/authorized_keys`` (0600) with ``dirOverrides`` giving ``/root`` and
+  ``/root/.ssh`` mode 0700 -- an appended CPIO's directory entry overwrites the existing
+  directory's mode (LAB.md), and sshd refuses keys under a group/world-accessible directory --
+  and the seed's ``/usr/local/bin/python -> /usr/bin/python3`` symlink.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from reconciler import paths
+from reconciler.errors import InputError
+from reconciler.model.desired import DesiredHost, merge_user_data
+
+DEFAULT_PUBLIC_URL = "http://198.18.0.1:8080"
+SEED_DIR = "/var/lib/cloud/seed/nocloud"
+PURPOSES = ("provision", "inspect")
+TEMPLATE_NAMES = ("meta-data.j2", "user-data.j2", "network-config.j2")
+_UUIDISH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{7,63}$")
+_Dumper: type[Any] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderSettings:
+    """Service settings rendering needs. ``ssh_keys``: the reconciler's own public keys, so it
+    can always SSH into the ephemeral OS whatever the inventory says."""
+
+    public_url: str = DEFAULT_PUBLIC_URL
+    tls_artifacts: bool = False
+    ssh_keys: tuple[str, ...] = ()
+    templates_dir: Path | None = None  # default: the project's templates/
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedHost:
+    """Rendered text; ``meta_data``/``user_data``/``network_config`` are what the target disk's
+    NoCloud seed gets (provision) -- ``network_config`` is None for inspection.
+    ``build_request`` is the exact JSON body for ``POST /api/v1/builds``."""
+
+    name: str
+    purpose: str
+    meta_data: str
+    user_data: str
+    network_config: str | None
+    ephemeral_user_data: str
+    checkin_url: str | None
+    build_request: dict[str, Any]
+    seed: Mapping[str, str] = field(default_factory=dict)
+
+
+def _to_yaml(value: Any) -> str:
+    text: str = yaml.dump(value, Dumper=_Dumper, default_flow_style=False, sort_keys=False,
+                          allow_unicode=True, width=1 << 16)
+    return text
+
+
+@functools.lru_cache(maxsize=16)
+def _environment(overrides: tuple[tuple[str, str], ...], base: str) -> jinja2.Environment:
+    loader = jinja2.ChoiceLoader([jinja2.DictLoader(dict(overrides)),
+                                  jinja2.FileSystemLoader(base)])
+    env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, autoescape=False,
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["to_yaml"] = _to_yaml
+    return env
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode("ascii")
+
+
+class Renderer:
+    """Renders hosts of one inventory (its template overrides) with one set of settings."""
+
+    def __init__(self, overrides: Mapping[str, str] | None = None,
+                 settings: RenderSettings | None = None) -> None:
+        self.settings = settings or RenderSettings()
+        self.overrides = dict(overrides or {})
+        base = self.settings.templates_dir or paths.templates_dir()
+        self._env = _environment(tuple(sorted(self.overrides.items())), str(base))
+        self._templates = {}
+        for name in TEMPLATE_NAMES:
+            try:
+                self._templates[name] = self._env.get_template(name)
+            except jinja2.TemplateNotFound:
+                raise InputError(f"template {name} not found in {base}") from None
+            except jinja2.TemplateSyntaxError as exc:
+                where = f"templates/{name}" if name in self.overrides else str(base / name)
+                raise InputError(f"{where}:{exc.lineno}: template syntax error: {exc.message}")
+
+    def _render(self, name: str, context: Mapping[str, Any]) -> str:
+        try:
+            text = self._templates[name].render(context)
+        except jinja2.UndefinedError as exc:
+            raise InputError(f"template {name}: {exc.message}", hint="see docs/inventory.md "
+                             "for the variables each template gets") from None
+        if name in self.overrides:
+            # Project templates are proven by golden tests; an override is checked every time.
+            body = text.split("\n", 1)[1] if text.startswith("#cloud-config") else text
+            try:
+                yaml.load(body, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            except yaml.YAMLError as exc:
+                raise InputError(f"templates/{name} rendered invalid YAML: {exc}") from None
+        return text
+
+    def render(self, host: DesiredHost, purpose: str = "provision", *,
+               inspection_id: str | None = None) -> RenderedHost:
+        if purpose not in PURPOSES:
+            raise InputError(f"purpose {purpose!r} is not one of: {', '.join(PURPOSES)}")
+        keys = tuple(dict.fromkeys(host.ssh_keys + self.settings.ssh_keys))
+        checkin_url: str | None = None
+        if purpose == "inspect":
+            if not inspection_id or not _UUIDISH.match(inspection_id):
+                raise InputError("inspection needs an inspection id (a UUID)",
+                                 hint="pass inspection_id=str(uuid.uuid4())")
+            instance_id = inspection_id
+            hostname = f"inspect-{inspection_id[:8]}"
+            checkin_url = f"{self.settings.public_url.rstrip('/')}/api/v1/checkins/{inspection_id}"
+        else:
+            instance_id = f"{host.name}-{host.digests.provision[:16]}"
+            hostname = host.name
+        common = {"host": host, "purpose": purpose, "hostname": hostname, "ssh_keys": list(keys)}
+        meta = self._render("meta-data.j2", {**common, "instance_id": instance_id})
+        base_config: dict[str, Any] = {
+            "hostname": hostname,
+            "preserve_hostname": False,
+            # Root logs in with keys only (seed: "SSH ... key-only root access").
+            "disable_root": False,
+            "ssh_pwauth": False,
+            "ssh_authorized_keys": list(keys),
+        }
+        ephemeral = self._render("user-data.j2", {**common, "stage": "ephemeral",
+                                                  "cloud_config": base_config})
+        installed = self._render("user-data.j2", {
+            **common, "stage": "installed",
+            "cloud_config": merge_user_data(base_config, host.user_data)})
+        network: str | None = None
+        if purpose == "provision":
+            network = self._render("network-config.j2",
+                                   {**common, "interfaces": list(host.interfaces)})
+        files: list[dict[str, Any]] = [
+            {"path": f"{SEED_DIR}/meta-data", "contentBase64": _b64(meta), "mode": "0644"},
+            {"path": f"{SEED_DIR}/user-data", "contentBase64": _b64(ephemeral), "mode": "0644"},
+        ]
+        if network is not None:
+            files.append({"path": f"{SEED_DIR}/network-config", "contentBase64": _b64(network),
+                          "mode": "0644"})
+        if checkin_url is not None:
+            files.append({"path": f"{SEED_DIR}/checkin-url", "contentBase64": _b64(checkin_url),
+                          "mode": "0644"})
+        files.append({"path": "/root/.ssh/authorized_keys",
+                      "contentBase64": _b64("".join(k + "\n" for k in keys)), "mode": "0600",
+                      "dirMode": "0700"})
+        files.append({"path": "/usr/local/bin/python", "linkTarget": "/usr/bin/python3"})
+        request: dict[str, Any] = {
+            "kernel": host.kernel,
+            "initramfs": host.initramfs,
+            "cmdline": host.cmdline,
+            "architecture": host.architecture,
+            "files": files,
+            "dirOverrides": [{"path": "/root", "mode": "0700"},
+                             {"path": "/root/.ssh", "mode": "0700"}],
+            "tlsArtifacts": self.settings.tls_artifacts,
+        }
+        seed = {"meta-data": meta, "user-data": installed}
+        if network is not None:
+            seed["network-config"] = network
+        return RenderedHost(host.name, purpose, meta, installed, network, ephemeral, checkin_url,
+                            request, seed)
+
+
+def render_host(host: DesiredHost, purpose: str = "provision", *,
+                inspection_id: str | None = None,
+                overrides: Mapping[str, str] | None = None,
+                settings: RenderSettings | None = None) -> RenderedHost:
+    """One-shot convenience: ``Renderer(overrides, settings).render(host, purpose, ...)``."""
+    return Renderer(overrides, settings).render(host, purpose, inspection_id=inspection_id)
+
+
+def request_digest(request: Mapping[str, Any]) -> str:
+    """sha256 of a build request's canonical JSON (for change detection in tests/plans)."""
+    import json
+
+    blob = json.dumps(request, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
