@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -107,7 +108,9 @@ class Renderer:
                 raise InputError(f"template {name} not found in {base}") from None
             except jinja2.TemplateSyntaxError as exc:
                 where = f"templates/{name}" if name in self.overrides else str(base / name)
-                raise InputError(f"{where}:{exc.lineno}: template syntax error: {exc.message}")
+                raise InputError(
+                    f"{where}:{exc.lineno}: template syntax error: {exc.message}"
+                ) from None
 
     def _render(self, name: str, context: Mapping[str, Any]) -> str:
         try:
@@ -200,7 +203,5 @@ def render_host(host: DesiredHost, purpose: str = "provision", *,
 
 def request_digest(request: Mapping[str, Any]) -> str:
     """sha256 of a build request's canonical JSON (for change detection in tests/plans)."""
-    import json
-
     blob = json.dumps(request, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
