@@ -75,8 +75,13 @@ def domain_xml(
     _sub(disk, "source", file=str(files.disk))
     _sub(disk, "target", dev="vda", bus="virtio")
     _sub(disk, "serial", host.disk_serial)
-    # The emulator attaches virtual media as a SATA CD on q35 (no IDE there).
+    # The emulator attaches virtual media as a SATA CD on q35 (no IDE there); an empty drive
+    # from the start lets "boot Cd" be set before media is inserted, as on a real BMC.
     _sub(devices, "controller", type="sata", index="0")
+    cd = _sub(devices, "disk", type="file", device="cdrom")
+    _sub(cd, "driver", name="qemu", type="raw")
+    _sub(cd, "target", dev="sda", bus="sata")
+    _sub(cd, "readonly")
     nic = _sub(devices, "interface", type="bridge")
     _sub(nic, "mac", address=host.mac)
     _sub(nic, "source", bridge=BRIDGE)
