@@ -14,7 +14,6 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from reconciler.artifacts import cpio, iso, toolchain, uki
 from reconciler.artifacts.request import BuildRequest, build_id
@@ -61,22 +60,26 @@ def _check_kernel(path: Path, arch: str) -> None:
 
 
 @contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[tuple[Path, BinaryIO]]:
-    """A temporary file beside ``path``, renamed over it only if the block succeeds.
+def _temporaries(out_dir: Path, names: tuple[str, ...]) -> Iterator[list[Path]]:
+    """Hidden temporary files in ``out_dir``, renamed to ``names`` only if the block succeeds.
 
-    No fsync: the rename keeps readers from ever seeing a partial file, and a build lost to
-    a power cut is rebuilt on resubmission; syncing 200 MB would double the build time.
+    Renamed together at the end, so a failure leaves neither a partial file nor a UKI
+    without its ISO. No fsync: the rename keeps readers from seeing a partial file, a build
+    lost to a power cut is rebuilt on resubmission, and syncing 200 MB would double the time.
     """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
+    temps: list[Path] = []
     try:
-        with os.fdopen(fd, "wb") as f:
-            yield tmp, f
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        for name in names:
+            fd, tmp_name = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
+            os.close(fd)
+            temps.append(Path(tmp_name))
+        yield temps
+        for tmp, name in zip(temps, names, strict=True):
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, out_dir / name)
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
 
 
 def build_artifacts(
@@ -109,13 +112,13 @@ def build_artifacts(
         (".initrd", [initramfs, cpio.initrd_padding(base_size), overlay]),
         (".linux", [kernel]),
     ]
-    uki_path = out_dir / UKI_NAME
-    with _atomic(uki_path) as (tmp, f):
-        uki.assemble(stub, sections, f)
-        uki.verify(tmp, machine=tools.machine, expect=EXPECTED_SECTIONS)
-    iso_path = out_dir / ISO_NAME
-    with _atomic(iso_path) as (_, f):
-        iso.write_iso(f, boot_image=boot_image, uki=uki_path)
+    uki_path, iso_path = out_dir / UKI_NAME, out_dir / ISO_NAME
+    with _temporaries(out_dir, (UKI_NAME, ISO_NAME)) as (uki_tmp, iso_tmp):
+        with open(uki_tmp, "wb") as f:
+            uki.assemble(stub, sections, f)
+        uki.verify(uki_tmp, machine=tools.machine, expect=EXPECTED_SECTIONS)
+        with open(iso_tmp, "wb") as f:
+            iso.write_iso(f, boot_image=boot_image, uki=uki_tmp)
     LOG.info(
         "built %s (%d bytes) and %s (%d bytes), overlay %d bytes",
         uki_path, uki_path.stat().st_size, iso_path, iso_path.stat().st_size, len(overlay),
