@@ -63,6 +63,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p_down = sub.add_parser("down", help="remove everything `lab up` created")
     p_down.set_defaults(func=cmd_down)
 
+    p_boot = sub.add_parser(
+        "boot",
+        help="boot a lab host into the ephemeral OS through Redfish (needs up --images)",
+    )
+    p_boot.add_argument("--host", type=int, default=1, help="lab host number (default 1)")
+    p_boot.add_argument(
+        "--inventory",
+        type=Path,
+        default=None,
+        help="inventory whose server with the host's MAC gives its address (default: "
+        "inventory-example/)",
+    )
+    p_boot.add_argument(
+        "--inspect",
+        action="store_true",
+        help="inspection instead: DHCP, checkin, SSH, hw-inventory (no inventory identity)",
+    )
+    p_boot.add_argument("--timeout", type=float, default=600, help="seconds to wait for SSH")
+    p_boot.set_defaults(func=cmd_boot)
+
 
 def lab_paths(args: argparse.Namespace) -> LabPaths:
     root = args.state_dir
@@ -80,8 +100,12 @@ def service_argv(images: Path, data: Path) -> tuple[str, ...]:
         sys.executable, "-m", "reconciler", "serve",
         "--listen", f"{GATEWAY}:{SERVICE_PORT}",
         "--images", str(images.resolve()),
-        "--data", str(data),
+        "--data-dir", str(data),
         "--public-url", SERVICE_URL,
+        # The orchestrator reaches the service from inside the lab, from the gateway address;
+        # VMs and the BMC (the rest of the subnet) get only artifacts and checkin updates.
+        "--trusted", "127.0.0.0/8",
+        "--trusted", f"{GATEWAY}/32",
     )
 
 
@@ -142,6 +166,43 @@ def cmd_status(args: argparse.Namespace) -> int:
     for mac, address in sorted(st.leases.items()):
         print(f"  lease {mac} -> {address}")
     return 0 if st.healthy else 1
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    from reconciler.lab import boot
+    from reconciler.lab.state import load
+    from reconciler.paths import example_inventory
+
+    paths = lab_paths(args)
+    state = load(paths.state_file)
+    if state is None:
+        raise InputError(f"no lab at {paths.root}", hint="run `reconciler lab up --images DIR`")
+    if not state.service_running:
+        raise InputError("the lab runs no build service", hint="`reconciler lab up --images DIR`")
+    hosts = {h.index: h for h in state.hosts}
+    if args.host not in hosts:
+        raise InputError(f"--host: the lab has hosts 1..{len(hosts)}")
+    host = hosts[args.host]
+    key = Path(state.ssh_key)
+    public_key = key.with_name(key.name + ".pub").read_text().strip()
+    inventory = args.inventory or example_inventory()
+    action = boot.inspect if args.inspect else boot.provision
+    result = action(
+        state, host, inventory_dir=inventory, public_key=public_key, private_key=key,
+        ssh_timeout=args.timeout,
+    )
+    print(f"{host.name} booted the ephemeral OS: {result.address} "
+          f"(instance-id {result.instance_id})")
+    print(f"  {result.timings.describe()}")
+    if result.hw_inventory is not None:
+        import json
+
+        print(json.dumps(result.hw_inventory, indent=2))
+    print("  ssh into it:")
+    print(f"    ip netns exec {state.namespace} ssh -i {key} -o StrictHostKeyChecking=no "
+          f"-o UserKnownHostsFile=/dev/null root@{result.address}")
+    print(f"  serial console log: {paths.serial_log(host)}")
+    return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:

@@ -113,6 +113,7 @@ def daemon(paths: LabPaths, name: str) -> Daemon:
 
 REQUIRED_TOOLS = (
     "ip", "dnsmasq", "libvirtd", "virtlogd", "virsh", "qemu-img", "start-stop-daemon", "unshare",
+    "ssh", "ssh-keygen",
 )
 
 
@@ -172,6 +173,7 @@ def up(paths: LabPaths, options: UpOptions) -> LabState:
             daemon(paths, "dnsmasq"), [*netns.exec_prefix(NAMESPACE), *dnsmasq_argv(paths)]
         )
         secrets_file = write_bmc_secret(paths, options.secrets_dir)
+        ssh_key = make_ssh_key(paths)
         start_sushy(paths, hosts)
         if options.service is not None:
             start_service(paths, options.service)
@@ -191,6 +193,7 @@ def up(paths: LabPaths, options: UpOptions) -> LabState:
             arch=options.arch,
             accel=accel,
             libvirt_uri=paths.libvirt_uri,
+            ssh_key=str(ssh_key),
             hosts=hosts,
         )
         save(state, paths.state_file)
@@ -295,6 +298,16 @@ def write_bmc_secret(paths: LabPaths, directory: Path | None) -> Path:
     write_atomic(paths.run / "htpasswd", f"{BMC_USERNAME}:{digest}\n", mode=0o600)
     write_atomic(paths.run / "secrets-file", f"{target}\n", mode=0o600)
     return target
+
+
+def make_ssh_key(paths: LabPaths) -> Path:
+    """The lab's own SSH key pair: builds for lab hosts authorize its public half."""
+    key = paths.root / "ssh" / "id_ed25519"
+    key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not key.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "reconciler-lab", "-f", key],
+            timeout=30)
+    return key
 
 
 def start_sushy(paths: LabPaths, hosts: Sequence[LabHost]) -> None:
@@ -404,7 +417,7 @@ def down(paths: LabPaths) -> list[str]:
     if secret_pointer.exists():
         Path(secret_pointer.read_text().strip()).unlink(missing_ok=True)
         removed.append("BMC credentials")
-    for child in ("run", "log", "vms", "pool", "libvirt", "lab.yaml"):
+    for child in ("run", "log", "vms", "pool", "libvirt", "ssh", "service", "lab.yaml"):
         target = paths.root / child
         if target.is_dir():
             shutil.rmtree(target)

@@ -37,6 +37,7 @@ class LabState:
     arch: str
     accel: str
     libvirt_uri: str
+    ssh_key: str
     hosts: tuple[LabHost, ...]
 
     def to_record(self) -> dict[str, Any]:
@@ -55,6 +56,7 @@ class LabState:
             "arch": self.arch,
             "accel": self.accel,
             "libvirt_uri": self.libvirt_uri,
+            "ssh_key": self.ssh_key,
             "hosts": [
                 {
                     "name": h.name,
@@ -93,6 +95,7 @@ class LabState:
                 arch=str(rec["arch"]),
                 accel=str(rec["accel"]),
                 libvirt_uri=str(rec["libvirt_uri"]),
+                ssh_key=str(rec["ssh_key"]),
                 hosts=hosts,
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
