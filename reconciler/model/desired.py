@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
@@ -152,10 +152,15 @@ def _record(h: DesiredHost, *, with_digests: bool = True) -> dict[str, Any]:
     return rec
 
 
-def _digest(rec: Mapping[str, Any], fields: tuple[str, ...] | None = None) -> str:
-    picked = rec if fields is None else {k: rec[k] for k in fields}
-    blob = json.dumps(picked, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+def _digests(rec: Mapping[str, Any]) -> Digests:
+    """Canonical JSON of each field once, hashed in three groups."""
+    parts = {k: json.dumps(v, sort_keys=True, separators=(",", ":"), default=str)
+             for k, v in rec.items()}
+
+    def digest(fields: Iterable[str]) -> str:
+        return hashlib.sha256("\0".join(f"{k}={parts[k]}" for k in fields).encode()).hexdigest()
+
+    return Digests(digest(sorted(parts)), digest(BUILD_FIELDS), digest(PROVISION_FIELDS))
 
 
 def desired_hosts(inventory: Inventory) -> dict[str, DesiredHost]:
@@ -199,7 +204,5 @@ def desired_hosts(inventory: Inventory) -> dict[str, DesiredHost]:
             templates_digest=templates_digest,
             digests=Digests("", "", ""),
         )
-        rec = _record(host, with_digests=False)
-        digests = Digests(_digest(rec), _digest(rec, BUILD_FIELDS), _digest(rec, PROVISION_FIELDS))
-        out[name] = dataclasses.replace(host, digests=digests)
+        out[name] = dataclasses.replace(host, digests=_digests(_record(host, with_digests=False)))
     return out

@@ -133,10 +133,13 @@ class Inventory:
 
     subnets: Mapping[str, Subnet] = field(default_factory=lambda: _EMPTY)
     profiles: Mapping[str, Profile] = field(default_factory=lambda: _EMPTY)
-    base_artifacts: Mapping[str, tuple[frozenset[str], frozenset[str]]] = field(default_factory=lambda: _EMPTY)
+    base_artifacts: Mapping[str, tuple[frozenset[str], frozenset[str]]] = field(
+        default_factory=lambda: _EMPTY
+    )
     servers: Mapping[str, Server] = field(default_factory=lambda: _EMPTY)
     rejected: frozenset[str] = frozenset()
-    templates: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # inventory overrides: file name -> text
+    # The inventory's template overrides: file name -> text.
+    templates: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     allocation: ipam.Allocation = field(
         default_factory=lambda: ipam.Allocation({}, (), ())
     )
@@ -157,6 +160,7 @@ class _Run:
     docs: dict[str, Document] = field(default_factory=dict)
     rejected: set[str] = field(default_factory=set)
     loose: list[Problem] = field(default_factory=list)
+    cache: ParseCache = field(default_factory=dict)
 
 
 def _freeze(value: Any) -> Any:
@@ -176,18 +180,30 @@ def _image(raw: Mapping[str, Any] | None) -> Image | None:
     return Image(raw["url"], raw["sha256"]) if raw else None
 
 
+ParseCache = dict[tuple[str, str, bytes], tuple[Any, tuple[Problem, ...], bool]]
+
+
 def _load_doc(run: _Run, files: Mapping[str, bytes], name: str, kind: str) -> Document | None:
+    """Parse, secret scan and schema check one file (memoized on its path and content)."""
     raw = files.get(name)
     if raw is None:
         run.loose.append(Problem(name, None, "", "file is missing"))
         return None
+    key = (kind, name, raw)
+    hit = run.cache.get(key)
+    if hit is not None:
+        data, problems, ok = hit
+        doc = Document(name, raw.decode("utf-8", "replace"), data, list(problems))
+        run.docs[name] = doc
+        return doc if ok else None
     doc = parse(name, raw)
     run.docs[name] = doc
-    if doc.problems:
-        return None
-    hide = frozenset(schema.find_secrets(doc))
-    ok = schema.validate(doc, kind, hide=hide)
-    return doc if ok and not hide else None
+    ok = not doc.problems
+    if ok:
+        hide = frozenset(schema.find_secrets(doc))
+        ok = schema.validate(doc, kind, hide=hide) and not hide
+    run.cache[key] = (doc.data, tuple(doc.problems), ok)
+    return doc if ok else None
 
 
 def _subnets(doc: Document) -> dict[str, Subnet]:
@@ -358,15 +374,19 @@ def server_files(files: Mapping[str, bytes]) -> dict[str, str]:
 
 
 def parse_inventory(
-    files: Mapping[str, bytes], *, seniority: Mapping[str, int] | None = None
+    files: Mapping[str, bytes],
+    *,
+    seniority: Mapping[str, int] | None = None,
+    cache: ParseCache | None = None,
 ) -> tuple[Inventory, list[Problem]]:
     """Build the inventory from ``files`` (repository-relative POSIX path -> content).
 
     ``seniority`` maps a server name to its rank (lower = added earlier); servers missing from
     it come after all ranked ones, by name. It orders IPAM claims (see :mod:`.ipam`).
     Returns every problem found, sorted; problem-free servers are usable even when others fail.
+    ``cache``: share one dict between calls (two revisions) to parse each distinct file once.
     """
-    run = _Run()
+    run = _Run(cache=cache if cache is not None else {})
     subnets: dict[str, Subnet] = {}
     profiles: dict[str, Profile] = {}
     arts: dict[str, tuple[frozenset[str], frozenset[str]]] = {}

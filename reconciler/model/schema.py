@@ -42,11 +42,31 @@ def schema_dir() -> Path:
     return paths.schemas_dir() / "inventory"
 
 
-@functools.cache
-def _validators() -> dict[str, jsonschema.protocols.Validator]:
-    schemas = {
+_rs: Any
+try:  # Rust validator: much faster on the common, valid case; optional.
+    import jsonschema_rs as _rs
+except ImportError:  # pragma: no cover - depends on the environment
+    _rs = None
+
+
+def _load_schemas() -> dict[str, dict[str, Any]]:
+    return {
         kind: json.loads((schema_dir() / name).read_text()) for kind, name in SCHEMA_FILES.items()
     }
+
+
+@functools.cache
+def _fast_validators() -> dict[str, Any]:
+    if _rs is None:
+        return {}
+    schemas = _load_schemas()
+    registry = _rs.Registry([(s["$id"], s) for s in schemas.values()])
+    return {kind: _rs.validator_for(s, registry=registry) for kind, s in schemas.items()}
+
+
+@functools.cache
+def _validators() -> dict[str, jsonschema.protocols.Validator]:
+    schemas = _load_schemas()
     registry: Registry[Any] = Registry().with_resources(
         (s["$id"], Resource.from_contents(s)) for s in schemas.values()
     )
@@ -99,6 +119,11 @@ def _describe(error: jsonschema.ValidationError) -> Iterator[tuple[tuple[str | i
 
 def validate(doc: Document, kind: str, *, hide: frozenset[tuple[str | int, ...]]) -> bool:
     """Append schema problems to ``doc``; ``hide`` holds paths never to echo (secrets)."""
+    fast = _fast_validators().get(kind)
+    if fast is not None and fast.is_valid(doc.data):
+        return True
+    # Slow path only for documents with errors: jsonschema's errors carry the schema node
+    # (title, keyword) our messages are made from.
     validator = _validators()[kind]
     ok = True
     for error in validator.iter_errors(doc.data):

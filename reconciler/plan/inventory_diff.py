@@ -156,9 +156,12 @@ def _consequence(old: DesiredHost | None, new: DesiredHost,
 
 
 def diff_inventories(base: Inventory, head: Inventory, *, problems: list[Problem],
-                     base_name: str = "base", head_name: str = "head") -> InventoryPlan:
-    """Compare two inventories; ``problems`` are head's validation problems."""
-    old_hosts, new_hosts = desired_hosts(base), desired_hosts(head)
+                     base_name: str = "base", head_name: str = "head",
+                     head_hosts: Mapping[str, DesiredHost] | None = None) -> InventoryPlan:
+    """Compare two inventories; ``problems`` are head's validation problems.
+    ``head_hosts``: ``desired_hosts(head)`` when the caller already has it."""
+    old_hosts = desired_hosts(base)
+    new_hosts = head_hosts if head_hosts is not None else desired_hosts(head)
     plans: list[HostPlan] = []
     unchanged = 0
     for name in sorted(set(old_hosts) | set(new_hosts) | (head.rejected & set(base.servers))):
