@@ -8,6 +8,7 @@ in memory for unit tests. See docs/redfish.md.
 
 from __future__ import annotations
 
+from reconciler.adapters.redfish import quirks
 from reconciler.adapters.redfish.client import BmcEndpoint, ClientSettings
 from reconciler.adapters.redfish.driver import (
     Bmc,
@@ -34,4 +35,5 @@ __all__ = [
     "PowerState",
     "Quirks",
     "Status",
+    "quirks",
 ]

@@ -19,6 +19,8 @@ from typing import Any
 
 from reconciler.adapters.redfish import errors, inventory
 from reconciler.adapters.redfish.driver import (
+    Bmc,
+    BmcDriver,
     BootEnabled,
     BootTarget,
     OffResult,
@@ -172,3 +174,8 @@ class FakeBmc:
             dimms=self.docs.get("dimms", ()),
             profile="fake",
         )
+
+
+def _conforms(fake: FakeBmc, real: Bmc) -> tuple[BmcDriver, BmcDriver]:
+    """Never called: mypy checks here that both classes implement BmcDriver."""
+    return fake, real
