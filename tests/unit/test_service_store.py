@@ -1,0 +1,133 @@
+"""The build service's disk state: records round-trip, atomic files, leftovers cleared."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from reconciler.adapters.store import (
+    COMPLETED,
+    PENDING,
+    RUNNING,
+    BuildRecord,
+    BuildStore,
+    CheckinStore,
+    DataDirLocked,
+    now,
+    write_atomic,
+)
+
+ID = "a" * 64
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[BuildStore]:
+    opened = BuildStore(tmp_path)
+    opened.open()
+    yield opened
+    opened.close()
+
+
+def test_build_record_round_trip() -> None:
+    record = BuildRecord(id=ID, state=COMPLETED, request={"tlsArtifacts": True}, created_at=now(),
+                         started_at=now(), completed_at=now(), error=None)  # fmt: skip
+    again = BuildRecord.from_record(json.loads(json.dumps(record.to_record())))
+    # Times are kept to the millisecond.
+    assert again.to_record() == record.to_record()
+    assert again.tls_artifacts
+
+
+def test_write_atomic_leaves_no_temporary_file(tmp_path: Path) -> None:
+    target = tmp_path / "f.json"
+    write_atomic(target, b"one")
+    write_atomic(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_only_completed_builds_serve_artifacts(tmp_path: Path, store: BuildStore) -> None:
+    record = BuildRecord(id=ID, state=RUNNING, request={}, created_at=now())
+    store.put(record)
+    work = store.work_dir(record)
+    (work / "uki.efi").write_bytes(b"u")
+    (work / "boot.iso").write_bytes(b"i")
+    assert store.artifact_path(ID, "uki.efi") is None
+    assert store.complete(record, {"uki": work / "uki.efi", "iso": work / "boot.iso"})
+    assert store.artifact_path(ID, "uki.efi") == tmp_path / "builds" / ID / "uki.efi"
+    for odd in ("build.json", "..", "../" + ID, "uki.efi\0", "UKI.EFI", ""):
+        assert store.artifact_path(ID, odd) is None
+    assert store.get(ID) is not None and store.get(ID).state == COMPLETED  # type: ignore[union-attr]
+
+
+def test_complete_refuses_a_replaced_attempt(tmp_path: Path, store: BuildStore) -> None:
+    record = BuildRecord(id=ID, state=RUNNING, request={}, created_at=now())
+    store.put(record)
+    store.put(replace(record, attempt="other", state=PENDING))
+    work = store.work_dir(record)
+    (work / "uki.efi").write_bytes(b"u")
+    assert not store.complete(record, {"uki": work / "uki.efi"})
+    assert not (tmp_path / "builds" / ID / "uki.efi").exists()
+
+
+def test_open_clears_leftovers_and_half_made_artifacts(tmp_path: Path) -> None:
+    store = BuildStore(tmp_path)
+    store.open()
+    running = BuildRecord(id=ID, state=RUNNING, request={}, created_at=now())
+    store.put(running)
+    build_dir = tmp_path / "builds" / ID
+    (build_dir / "boot.iso").write_bytes(b"half")  # must never be served
+    (build_dir / ".build.json.x.tmp").write_bytes(b"{")
+    (store.work_dir(running) / "uki.efi").write_bytes(b"half")
+    (tmp_path / "builds" / ("b" * 64)).mkdir()  # no record: unreadable, removed
+    store.close()
+
+    again = BuildStore(tmp_path)
+    records = again.open()
+    assert [r.id for r in records] == [ID] and records[0].state == RUNNING
+    assert sorted(p.name for p in build_dir.iterdir()) == ["build.json"]
+    assert list((tmp_path / "work").iterdir()) == []
+    assert not (tmp_path / "builds" / ("b" * 64)).exists()
+    again.close()
+
+
+def test_one_process_per_data_dir(tmp_path: Path) -> None:
+    first = BuildStore(tmp_path)
+    first.open()
+    with pytest.raises(DataDirLocked, match="in use by another reconciler serve"):
+        BuildStore(tmp_path).open()
+    first.close()
+    second = BuildStore(tmp_path)
+    second.open()
+    second.close()
+
+
+def test_delete_and_purge(tmp_path: Path, store: BuildStore) -> None:
+    for n in range(3):
+        store.put(BuildRecord(id=str(n) * 64, state=PENDING, request={}, created_at=now()))
+    assert store.delete("0" * 64) and not store.delete("0" * 64)
+    assert store.purge() == 2
+    assert store.list() == [] and list((tmp_path / "builds").iterdir()) == []
+
+
+def test_checkins_survive_a_restart(tmp_path: Path) -> None:
+    store = CheckinStore(tmp_path)
+    store.open()
+    store.register("uuid-1")
+    assert store.update("never-registered", ("10.0.0.1",)) is None
+    assert store.update("uuid-1", ("10.0.0.1", "fe80::1")) is not None
+    store.register("odd/../id\u00e9")
+    store.register("gone")
+    assert store.delete("gone") and not store.delete("gone")
+
+    again = CheckinStore(tmp_path)
+    again.open()
+    record = again.get("uuid-1")
+    assert record is not None and record.addresses == ("10.0.0.1", "fe80::1")
+    assert again.get("odd/../id\u00e9") is not None and again.get("gone") is None
+    # The file names are digests: an id cannot name a path.
+    assert all(len(p.stem) == 64 for p in (tmp_path / "checkins").iterdir())
+    assert again.purge() == 2 and list((tmp_path / "checkins").iterdir()) == []
