@@ -66,12 +66,15 @@ def json_body() -> Any:
         raise HttpError(400, "request body: empty; expected a JSON object")
     try:
         text = raw.decode("utf-8")
+    except UnicodeError:
+        raise HttpError(400, "request body: not valid UTF-8") from None
+    try:
         value = json.loads(text, parse_constant=_reject_constant)
         # Lone surrogates (\ud800) decode in Python but cannot be encoded again as UTF-8:
         # refuse them here rather than fail later while hashing or writing the request.
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeError:
-        raise HttpError(400, "request body: not valid UTF-8") from None
+        raise HttpError(400, "request body: not valid JSON: unpaired surrogate escape") from None
     except (ValueError, RecursionError) as exc:
         reason = " ".join(str(exc).split())
         raise HttpError(400, f"request body: not valid JSON: {reason}") from None
