@@ -218,7 +218,8 @@ def _subnets(doc: Document) -> dict[str, Subnet]:
             continue
         gateway = IPv4Address(raw["gateway"])
         bad = False
-        if gateway not in net or gateway in (net.network_address, net.broadcast_address):
+        edge = () if net.prefixlen >= 31 else (net.network_address, net.broadcast_address)
+        if gateway not in net or gateway in edge:  # RFC 3021: a /31 has no network address
             doc.problems.append(doc.problem((*where, "gateway"),
                                             f"{gateway} is not a host address of {net}"))
             bad = True
@@ -282,20 +283,22 @@ def _server(
     subnets: Mapping[str, Subnet],
     profiles: Mapping[str, Profile],
     arts: Mapping[str, tuple[frozenset[str], frozenset[str]]],
-    shared_ok: bool,
+    declared: Mapping[str, frozenset[str] | None],
 ) -> Server | None:
+    """Check one server. ``declared``: subnet/profile names the shared files declare (None
+    when that file could not be read), so a reference to a declared-but-invalid entry is not
+    reported twice -- its problem is in the shared file."""
     data = doc.data
     errors: list[Problem] = []
 
     def bad(path: tuple[str | int, ...], message: str) -> None:
         errors.append(doc.problem(path, message))
 
-    if not _NAME.match(name):
-        bad((), f"file name {name!r} is not a valid host name (lower-case letters, digits, '-')")
     bmc = _bmc(data["bmc"])
+    known_profiles, known_subnets = declared["profiles"], declared["subnets"]
     profile_name = data.get("profile", "default")
     profile = profiles.get(profile_name)
-    if profile is None and shared_ok:
+    if profile is None and known_profiles is not None and profile_name not in known_profiles:
         if "profile" in data:
             bad(("profile",), f"unknown profile {profile_name!r}")
         else:
@@ -317,8 +320,10 @@ def _server(
         subnet_name = raw.get("subnet")
         subnet = subnets.get(subnet_name) if subnet_name else None
         address = IPv4Address(written) if mode == "static" else None
-        if subnet_name and subnet is None and shared_ok:
+        if subnet_name and known_subnets is not None and subnet_name not in known_subnets:
             bad((*where, "subnet"), f"unknown subnet {subnet_name!r}")
+        elif subnet_name and subnet is None:
+            pass  # declared but invalid: reported in subnets.yaml
         elif mode != "dhcp" and not subnet_name:
             bad((*where, "subnet"), f"a {mode} address needs a subnet")
         elif subnet is not None and address is not None:
@@ -357,7 +362,8 @@ def _server(
             bad(("interfaces",), "state provisioned needs an interface with a static or auto "
                 "address (the reconciler reaches the server there)")
     doc.problems.extend(errors)
-    if errors or profile is None or not shared_ok:
+    unresolved = any(i.subnet is not None and i.subnet not in subnets for i in interfaces)
+    if errors or profile is None or unresolved:
         return None
     return Server(name, doc.file, profile_name, state, bmc, bool(data.get("protected", False)),
                   data.get("architecture"), tuple(interfaces), disk, image,
@@ -396,7 +402,10 @@ def parse_inventory(
     pdoc = _load_doc(run, files, PROFILES_FILE, "profiles")
     if pdoc is not None:
         profiles, arts = _profiles(pdoc)
-    shared_ok = not any(run.docs[f].problems for f in run.docs) and not run.loose
+    declared: dict[str, frozenset[str] | None] = {
+        "subnets": _declared(run, SUBNETS_FILE, "subnets"),
+        "profiles": _declared(run, PROFILES_FILE, "profiles"),
+    }
 
     by_path = server_files(files)
     by_name: dict[str, list[str]] = {}
@@ -406,6 +415,11 @@ def parse_inventory(
     for path in sorted(by_path):
         name = by_path[path]
         doc = _load_doc(run, files, path, "server")
+        if not _NAME.match(name):
+            run.loose.append(Problem(path, None, "", f"file name {name!r} is not a valid host "
+                                     "name (lower-case letters, digits and '-')"))
+            run.rejected.add(name)
+            continue
         if len(by_name[name.lower()]) > 1:
             others = ", ".join(p for p in by_name[name.lower()] if p != path)
             run.loose.append(Problem(path, None, "", f"duplicate server name {name!r} "
@@ -415,7 +429,7 @@ def parse_inventory(
         if doc is None:
             run.rejected.add(name)
             continue
-        server = _server(doc, name, subnets, profiles, arts, shared_ok)
+        server = _server(doc, name, subnets, profiles, arts, declared)
         if server is None:
             run.rejected.add(name)
         else:
@@ -466,6 +480,13 @@ def parse_inventory(
         seniority=tuple(n for n in order if n in servers),
     )
     return inventory, sort_problems(problems)
+
+
+def _declared(run: _Run, file: str, key: str) -> frozenset[str] | None:
+    doc = run.docs.get(file)
+    if doc is None or not isinstance(doc.data, dict) or not isinstance(doc.data.get(key), dict):
+        return None
+    return frozenset(str(k) for k in doc.data[key])
 
 
 def _cross_checks(run: _Run, servers: Mapping[str, Server], order: list[str]) -> None:

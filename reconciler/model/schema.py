@@ -38,6 +38,16 @@ _TYPE_NAMES = {
 }
 
 
+_SCHEMA_TYPES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "boolean": "a boolean (true/false)",
+    "integer": "an integer",
+    "number": "a number",
+}
+
+
 def schema_dir() -> Path:
     return paths.schemas_dir() / "inventory"
 
@@ -105,10 +115,15 @@ def _describe(error: jsonschema.ValidationError) -> Iterator[tuple[tuple[str | i
         yield path, f"{_short(error.instance)} is not a valid {what}"
     elif kind == "enum":
         choices = ", ".join(str(c) for c in error.validator_value)
-        yield path, f"{_short(error.instance)} is not one of: {choices}"
+        if isinstance(error.instance, bool):
+            yield path, (f"{error.instance} is not one of: {choices} (YAML reads unquoted "
+                         "off/on/no/yes as a boolean: quote the value)")
+        else:
+            yield path, f"{_short(error.instance)} is not one of: {choices}"
     elif kind == "type":
         got = _TYPE_NAMES.get(type(error.instance), type(error.instance).__name__)
-        yield path, f"expected {error.validator_value}, got {got}"
+        wanted = _SCHEMA_TYPES.get(str(error.validator_value), str(error.validator_value))
+        yield path, f"expected {wanted}, got {got}"
     elif kind in ("minProperties", "maxProperties") and schema.get("maxProperties") == 1:
         yield path, "give exactly one of: " + ", ".join(schema.get("properties", {}))
     elif kind == "propertyNames":
