@@ -89,8 +89,8 @@ CORPUS: dict[str, tuple[dict[str, bytes], list[str]]] = {
     ),
     "duplicate BMC identity": (
         files({"a": server(1), "b": server(1, interfaces=_iface(2, "auto"))}),
-        [f"servers/b.yaml:4: bmc.system_id: BMC 198.18.0.1:8000 system "
-         f"0ff58976-52e5-5c97-8886-1dad2a818041 is already a"],
+        ["servers/b.yaml:4: bmc.system_id: BMC 198.18.0.1:8000 system "
+         "0ff58976-52e5-5c97-8886-1dad2a818041 is already a"],
     ),
     "addresses outside, network, broadcast, gateway, reserved": (
         files({f"h{i}": server(i, interfaces=_iface(i, a)) for i, a in enumerate(
