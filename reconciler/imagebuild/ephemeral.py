@@ -23,7 +23,7 @@ from typing import Any
 
 from reconciler.adapters.run import run, which
 from reconciler.errors import InputError, ToolFailed, ToolMissing
-from reconciler.imagebuild import debian, inputs, modules
+from reconciler.imagebuild import debian, inputs, modules, patches
 from reconciler.imagebuild.manifest import file_record, write_json
 from reconciler.paths import images_dir
 
@@ -55,6 +55,7 @@ ENABLE: tuple[tuple[str, str], ...] = (
 # console because the machine-id is empty on every boot.
 MASK: tuple[str, ...] = (
     "systemd-firstboot.service",
+    "ssh.socket",  # ssh.service is enabled; the socket would conflict with it
     "apt-daily.timer",
     "apt-daily-upgrade.timer",
     "e2scrub_all.timer",
@@ -193,6 +194,7 @@ def build(
     ctx.step("kernel", t)
 
     t = time.monotonic()
+    patch_python(chroot)
     customise(root, spec.rootfs, arch)
     pruned = prune(root, spec.prune)
     ctx.step("customise", t)
@@ -261,6 +263,14 @@ def build(
     write_json(manifest_path, manifest)
     cpio.unlink()
     return manifest_path
+
+
+def patch_python(chroot: debian.Chroot) -> None:
+    """Apply :mod:`patches` and byte-compile the patched modules (the OS boots from RAM:
+    compiling on every boot would cost seconds)."""
+    for rel in patches.apply(chroot.root):
+        if rel.endswith(".py"):
+            chroot.run(["python3", "-m", "py_compile", "/" + rel], timeout=120)
 
 
 def find_kernel(unpacked: Path) -> tuple[str, Path]:

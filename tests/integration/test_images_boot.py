@@ -41,11 +41,13 @@ from reconciler.adapters import ssh
 from reconciler.artifacts.pipeline import build_artifacts
 from reconciler.artifacts.request import parse_build_request
 from reconciler.engine import remote
+from reconciler.errors import ReconcilerError
 from tests.fixtures.base_images import BaseImages, base_images  # noqa: F401
 from tests.fixtures.qemu import Disk, Nic, QemuVM
 from tests.fixtures.service import free_port, running_service
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# The first test also pays for a cold build of the base images (~6 min on a busy 2-core box).
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 ARCH = "amd64"
 MAC = "52:54:00:18:00:01"  # lab host 1 (shared constant)
@@ -54,7 +56,7 @@ STATIC_IP = "10.0.2.50"  # inside QEMU's user network 10.0.2.0/24
 GATEWAY = "10.0.2.2"
 FORWARD_IP = "10.0.2.100"  # guestfwd address: the checkin service / the image server
 MEMORY_MIB = 1536
-BOOT_TIMEOUT = 420.0
+BOOT_TIMEOUT = 600.0  # a deadline, not a sleep: TCG on a shared 2-core machine
 TIMINGS: dict[str, float] = {}
 
 # One process per guest connection (QEMU's guestfwd "cmd:"), relaying the connection
@@ -164,15 +166,18 @@ async def _session(port: int, key: asyncssh.SSHKey, deadline: float) -> ssh.Conn
     return await ssh.wait_for_ssh("127.0.0.1", key=key, port=port, deadline=deadline)
 
 
-def _wait_ssh(port: int, key: asyncssh.SSHKey, timeout: float) -> float:
-    """Seconds until SSH accepted our key and ran a command."""
+def _wait_ssh(vm: QemuVM, port: int, key: asyncssh.SSHKey, timeout: float) -> float:
+    """Seconds from now until SSH accepted our key and ran a command; fails with the console."""
     started = time.monotonic()
 
     async def probe() -> None:
         async with await _session(port, key, started + timeout) as conn:
             await conn.run("true", timeout=30)
 
-    asyncio.run(probe())
+    try:
+        asyncio.run(probe())
+    except ReconcilerError as exc:
+        pytest.fail(f"{vm.name}: {exc}\n--- serial tail ---\n{vm.console()[-4000:]}")
     return time.monotonic() - started
 
 
@@ -229,7 +234,7 @@ def provisioned(
         nics=[Nic(mac=MAC, netdev=_netdev(workdir, port, STATIC_IP, image_server))],
     )  # fmt: skip
     with vm:
-        TIMINGS["provision boot->ssh"] = _wait_ssh(port, key, BOOT_TIMEOUT)
+        TIMINGS["provision boot->ssh"] = _wait_ssh(vm, port, key, BOOT_TIMEOUT)
         yield Guest(vm=vm, ssh_port=port, key=key, instance_id=instance_id)
 
 
@@ -309,7 +314,7 @@ def test_install_target_image_and_boot_it(
         nics=[Nic(mac=MAC, netdev=_netdev(tmp_path, port, STATIC_IP, None))],
     )  # fmt: skip
     with vm:
-        TIMINGS["installed boot->ssh"] = _wait_ssh(port, provisioned.key, BOOT_TIMEOUT)
+        TIMINGS["installed boot->ssh"] = _wait_ssh(vm, port, provisioned.key, BOOT_TIMEOUT)
         got = _on(port, provisioned.key, remote.read_instance_id)
         assert got == installed_id
         root = _on(port, provisioned.key,
@@ -352,7 +357,7 @@ def test_inspection_dhcp_and_checkin(
                     break
                 time.sleep(2)  # polling the service with a deadline
             TIMINGS["inspection boot->checkin"] = time.monotonic() - started
-            assert addresses == [dhcp_ip], vm.console()[-3000:]
+            assert addresses == [dhcp_ip], vm.console()[-4000:]
             assert _on(port, key, remote.read_instance_id) == inspect_id
             # DHCP came from dhcp-discover's networkd file, not from a network-config.
             out = _on(port, key, lambda c: c.run(

@@ -3,6 +3,7 @@ the target disk layout, the inputs digest."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -214,3 +215,46 @@ def test_prune_keeps_libraries_still_linked(tmp_path: Path) -> None:
     (tmp_path / "usr/bin/tool").unlink()
     removed = ephemeral.prune(tmp_path, ("usr/lib/*-linux-gnu/libicu*.so*",))
     assert removed == ["usr/lib/x86_64-linux-gnu/libicuuc.so.72"]
+
+
+def test_cloud_init_route_default_patch(tmp_path: Path) -> None:
+    from reconciler.errors import ToolFailed
+    from reconciler.imagebuild import patches
+
+    patch = patches.CLOUD_INIT_ROUTE_DEFAULT
+    path = tmp_path / patch.path
+    path.parent.mkdir(parents=True)
+    source = "def _normalize_route(route):\n    normal_route = dict(route)\n" + patch.anchor
+    path.write_text(source + "    return normal_route\n")
+    assert patches.apply(tmp_path) == [patch.path]
+    assert patches.apply(tmp_path) == [patch.path]  # idempotent
+    scope: dict[str, object] = {}
+    exec(path.read_text(), scope)  # noqa: S102 - the patched function itself
+    normalize = scope["_normalize_route"]
+    assert normalize({"destination": "default", "gateway": "10.0.0.1"})["network"] == "0.0.0.0/0"
+    assert normalize({"destination": "default", "gateway": "fe80::1"})["network"] == "::/0"
+    path.write_text("changed upstream\n")
+    with pytest.raises(ToolFailed, match="no longer applies"):
+        patches.apply(tmp_path)
+
+
+def test_images_show_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from reconciler.cli import main
+
+    (tmp_path / "amd64").mkdir()
+    manifest = {
+        "architecture": "amd64",
+        "kernel": {"file": "vmlinuz-amd64", "package": "linux-image-6.1.0-28-amd64",
+                   "version": "6.1.119-1", "size": 8 * 2**20},
+        "initramfs": {"file": "initramfs-amd64.img", "compression": "zstd", "size": 95 * 2**20,
+                      "uncompressedSize": 340 * 2**20,
+                      "compressedSizes": {"zstd": 95 * 2**20, "gzip": 117 * 2**20}},
+        "packages": [{"name": "systemd"}], "modules": {"kept": 900, "total": 4000},
+        "firmwareFiles": 89, "buildSeconds": {"total": 140.0},
+    }
+    (tmp_path / "amd64" / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["images", "show", "--arch", "amd64", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "gzip 117.0 MiB, zstd 95.0 MiB" in out and "900 of 4000 modules" in out
+    assert main(["images", "show", "--arch", "amd64", "--out", str(tmp_path / "no")]) == 2
+    assert "manifest.json: cannot read" in capsys.readouterr().err
