@@ -284,15 +284,17 @@ class BuildStore:
         system. Returns False (and moves nothing) when the build was deleted or resubmitted
         while it ran.
         """
+        # Contents on disk before the record says completed; outside the lock, as syncing
+        # hundreds of MB takes a while and the API must keep answering meanwhile.
+        for source in artifacts.values():
+            _fsync_path(source)
         with self._lock:
             current = self._records.get(record.id)
             if current is None or current.attempt != record.attempt:
                 return False
             directory = self.builds / record.id
             for kind, source in artifacts.items():
-                target = directory / ARTIFACT_NAMES[kind]
-                os.replace(source, target)
-                _fsync_path(target)
+                os.replace(source, directory / ARTIFACT_NAMES[kind])
             _fsync_path(directory)
             self._put_locked(replace(record, state=COMPLETED, completed_at=now(), error=None))
             return True
