@@ -230,9 +230,8 @@ def provision(
     from reconciler.render.renderer import RenderSettings, render_host
 
     inventory, problems = load_inventory(inventory_dir)
-    errors = [p for p in problems if getattr(p, "severity", "error") == "error"]
-    if errors:
-        raise InputError(f"{inventory_dir}: {errors[0]}")
+    if problems:
+        raise InputError(f"{inventory_dir}/{problems[0]}", hint=f"{len(problems)} problem(s)")
     desired = desired_hosts(inventory)
     matches = [h for h in desired.values() if any(i.mac == host.mac for i in h.interfaces)]
     if not matches:
@@ -290,7 +289,9 @@ def inspect(
     from reconciler.model.inventory import load_inventory
     from reconciler.render.renderer import RenderSettings, render_host
 
-    inventory, _ = load_inventory(inventory_dir)
+    inventory, problems = load_inventory(inventory_dir)
+    if problems:
+        raise InputError(f"{inventory_dir}/{problems[0]}", hint=f"{len(problems)} problem(s)")
     desired = desired_hosts(inventory)
     # Inspection needs only the profile (kernel, initramfs, cmdline): take any server's.
     template = next(iter(desired.values()))
