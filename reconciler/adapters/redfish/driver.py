@@ -172,6 +172,12 @@ class Bmc:
         self._system: Any = None  # sushy System
         self._quirks: Quirks | None = None
         self._depth = 0
+        # The System document read while connecting, handed to the first operation so it
+        # does not GET the System twice in a row.
+        self._connect_doc: dict[str, Any] | None = None
+        self._connect_doc_at = 0.0
+        # Where the virtual media slots are: hardware, so listed once per Bmc.
+        self._slot_paths: list[tuple[str, str]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -212,6 +218,7 @@ class Bmc:
             root, conn = open_root(self.endpoint, self.settings, sleep=self._sleep)
             self._root, self._conn = root, conn
             self._system = self._resolve_system(root)
+            self._connect_doc, self._connect_doc_at = dict(self._system.json), self._clock()
             if self._override is not None:
                 self._quirks = self._override
             else:
@@ -319,6 +326,9 @@ class Bmc:
         """A fresh GET of the System (one request; sushy's refresh() would refetch
         every loaded sub-resource)."""
         self._connect()
+        doc, self._connect_doc = self._connect_doc, None
+        if doc is not None and self._clock() - self._connect_doc_at < 1.0:
+            return doc
         return self._get(str(self._system.path))
 
     def _system_doc_cached(self) -> Doc:
@@ -460,21 +470,30 @@ class Bmc:
 
     # -- virtual media -----------------------------------------------------------------------
 
-    def media_slots(self) -> list[MediaSlot]:
+    def media_slots(self, system: Doc | None = None) -> list[MediaSlot]:
         """Every VirtualMedia slot, looked up under the places the profile names, in order
-        (Q1: System, Manager, or both). Duplicates (same @odata.id) are listed once."""
+        (Q1: System, Manager, or both), each slot listed once. Where the slots are is read
+        once per Bmc; each call GETs every slot's current state."""
         with self._operation("list virtual media"):
-            system = self._system_doc()
-            seen: set[str] = set()
-            slots: list[MediaSlot] = []
-            for location in self.quirks.vmedia_locations:
-                for collection in self._vmedia_collections(system, location):
-                    for ref in self._get(collection).get("Members") or ():
-                        path = str(ref.get("@odata.id", "")) if isinstance(ref, Mapping) else ""
-                        if path and path not in seen:
-                            seen.add(path)
-                            slots.append(MediaSlot(path, location, self._get(path)))
-            return slots
+            if self._slot_paths is None:
+                self._slot_paths = self._find_slots(system or self._system_doc())
+            return [MediaSlot(path, location, self._get(path))
+                    for path, location in self._slot_paths]
+
+    def _find_slots(self, system: Doc) -> list[tuple[str, str]]:
+        seen: set[str] = set()
+        found: list[tuple[str, str]] = []
+        for location in self.quirks.vmedia_locations:
+            for collection in self._vmedia_collections(system, location):
+                if collection in seen:
+                    continue  # the emulator's Manager links the System's collection
+                seen.add(collection)
+                for ref in self._get(collection).get("Members") or ():
+                    path = str(ref.get("@odata.id", "")) if isinstance(ref, Mapping) else ""
+                    if path and path not in seen:
+                        seen.add(path)
+                        found.append((path, location))
+        return found
 
     def _vmedia_collections(self, system: Doc, location: str) -> list[str]:
         if location == "System":
@@ -508,21 +527,28 @@ class Bmc:
         Q2 (PATCH form where there is no EjectMedia action), Q5 (stale state after eject:
         wait for the slot to read empty)."""
         with self._operation("eject media"):
-            slots = [
-                s for s in self.media_slots()
-                if self.quirks.eject_all_slots or self._is_cd(s)
-            ]
-            busy = [s for s in slots if self._occupied(s.doc)]
-            if not busy:
-                return
-            if self.quirks.power_off_before_eject and self.power_state() != PowerState.OFF:
-                LOG.info("BMC %s: powering off before eject (profile %s)",
-                         self.name, self.quirks.name)
-                self.graceful_off()
-            for slot in busy:
-                self._eject(slot)
-            for slot in busy:
-                self._wait_slot(slot, lambda d: not self._occupied(d), "empty after eject")
+            self._eject_all()
+
+    def _eject_all(self) -> list[MediaSlot]:
+        """Eject as :meth:`eject_all_media` does; return every slot with its state after."""
+        slots = self.media_slots()
+        busy = [
+            s for s in slots
+            if (self.quirks.eject_all_slots or self._is_cd(s)) and self._occupied(s.doc)
+        ]
+        if not busy:
+            return slots
+        if self.quirks.power_off_before_eject and self.power_state() != PowerState.OFF:
+            LOG.info("BMC %s: powering off before eject (profile %s)",
+                     self.name, self.quirks.name)
+            self.graceful_off()
+        for slot in busy:
+            self._eject(slot)
+        after = {
+            slot.path: self._wait_slot(slot, lambda d: not self._occupied(d), "empty after eject")
+            for slot in busy
+        }
+        return [MediaSlot(s.path, s.location, after.get(s.path, s.doc)) for s in slots]
 
     def _eject(self, slot: MediaSlot) -> None:
         target = slot.action("EjectMedia")
@@ -545,7 +571,9 @@ class Bmc:
                 raise
             LOG.info("BMC %s: %s was already empty (%s)", self.name, slot.path, failure.status)
 
-    def _wait_slot(self, slot: MediaSlot, ok: Callable[[Doc], bool], wanted: str) -> Doc:
+    def _wait_slot(
+        self, slot: MediaSlot, ok: Callable[[Doc], bool], wanted: str
+    ) -> dict[str, Any]:
         deadline = self._clock() + self.quirks.insert_settle
         while True:
             doc = self._get(slot.path)
@@ -571,8 +599,7 @@ class Bmc:
         Q8 (TransferProtocolType), Q10 (UserName/Password)."""
         with self._operation("insert media"):
             check_image_url(url, self.quirks)
-            self.eject_all_media()
-            cd_slots = [s for s in self.media_slots() if self._is_cd(s)]
+            cd_slots = [s for s in self._eject_all() if self._is_cd(s)]
             if not cd_slots:
                 raise errors.make(
                     errors.BmcUnsupported, bmc=self.name, operation="insert media",
@@ -774,7 +801,7 @@ class Bmc:
             boot = doc.get("Boot") or {}
             media = tuple(
                 (s.path, str(s.doc.get("Image") or "") if self._occupied(s.doc) else "")
-                for s in self.media_slots()
+                for s in self.media_slots(doc)
             )
             return Status(
                 bmc=self.name,
