@@ -123,7 +123,11 @@ def _describe(error: jsonschema.ValidationError) -> Iterator[tuple[tuple[str | i
     elif kind == "type":
         got = _TYPE_NAMES.get(type(error.instance), type(error.instance).__name__)
         wanted = _SCHEMA_TYPES.get(str(error.validator_value), str(error.validator_value))
-        yield path, f"expected {wanted}, got {got}"
+        hint = ""
+        if error.validator_value == "string" and isinstance(error.instance, int | float):
+            # YAML 1.1 reads 52:54:00:18:00:01 as a base-60 integer and 0123 as octal.
+            hint = " (quote the value)"
+        yield path, f"expected {wanted}, got {got}{hint}"
     elif kind in ("minProperties", "maxProperties") and schema.get("maxProperties") == 1:
         yield path, "give exactly one of: " + ", ".join(schema.get("properties", {}))
     elif kind == "propertyNames":

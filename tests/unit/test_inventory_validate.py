@@ -162,8 +162,15 @@ CORPUS: dict[str, tuple[dict[str, bytes], list[str]]] = {
         ["servers/Bad_Name.yaml:1: expected a mapping, got a list",
          "servers/Bad_Name.yaml: file name 'Bad_Name' is not a valid host name (lower-case "
          "letters, digits and '-')",
-         "servers/n2.yaml:4: bmc.credentials: expected a string, got an integer",
+         "servers/n2.yaml:4: bmc.credentials: expected a string, got an integer (quote the "
+         "value)",
          "servers/n2.yaml:5: interfaces: expected a list, got a mapping"],
+    ),
+    "unquoted MAC is a YAML 1.1 base-60 integer": (
+        files({"n1": "state: inspected\nbmc: {address: b, credentials: c}\n"
+                     "interfaces:\n  - mac: 52:54:00:18:00:01\n"}),
+        ["servers/n1.yaml:4: interfaces[0].mac: expected a string, got an integer (quote the "
+         "value)"],
     ),
     "two documents in one file": (
         files({"n1": "state: off\n---\nstate: on\n"}),
