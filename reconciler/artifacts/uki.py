@@ -38,6 +38,8 @@ MACHINES = {"amd64": 0x8664, "arm64": 0xAA64}
 DATA_SECTION = 0x40000040
 SECTION_HEADER = struct.Struct("<8sIIIIIIHHI")
 MIN_SECTION_ALIGNMENT = 4096
+# SizeOfImage and section addresses are 32-bit.
+MAX_IMAGE = 0xFFFF_F000
 # The sections a UKI adds, in the order they are placed; a stub already carrying one of
 # them is a UKI, not a stub.
 UKI_SECTIONS = (".osrel", ".cmdline", ".uname", ".initrd", ".linux")
@@ -133,6 +135,8 @@ def layout(
     raw = max([stub_size] + [s.raw_pointer + s.raw_size for s in stub.sections])
     placed = []
     for name, size in payloads:
+        if va + size > MAX_IMAGE:
+            raise InputError(f"{name}: {size} bytes do not fit the 4 GiB a PE image can map")
         va = _round_up(va, align)
         raw = _round_up(raw, stub.file_alignment)
         raw_size = _round_up(size, stub.file_alignment)

@@ -95,3 +95,18 @@ def test_iso_boots_from_cdrom(built: tuple[str, BuiltArtifacts], tmp_path: Path)
     with QemuVM(tmp_path, arch=arch, iso=artifacts.iso, name=f"iso-{arch}") as vm:
         _check_console(vm, arch)
         assert vm.wait_exit(timeout=60) == 0
+
+
+@pytest.mark.parametrize("built", ["amd64"], indirect=True)
+def test_iso_boots_from_usb_cdrom(built: tuple[str, BuiltArtifacts], tmp_path: Path) -> None:
+    """BMC virtual media shows up as a USB CD-ROM; amd64 only, to keep the budget."""
+    arch, artifacts = built
+    usb_cd = [
+        "-device", "qemu-xhci,id=xhci",
+        "-drive", f"if=none,id=usbcd,media=cdrom,readonly=on,file={artifacts.iso}",
+        "-device", "usb-bot,id=bot0,bus=xhci.0",
+        "-device", "scsi-cd,bus=bot0.0,drive=usbcd,bootindex=1",
+    ]  # fmt: skip
+    with QemuVM(tmp_path, arch=arch, extra=usb_cd, name=f"usbcd-{arch}") as vm:
+        _check_console(vm, arch)
+        assert vm.wait_exit(timeout=60) == 0

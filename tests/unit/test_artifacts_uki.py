@@ -40,6 +40,9 @@ def test_layout_refuses_a_uki_as_stub_and_a_full_header() -> None:
     done = stub_headers((uki.Section(".linux", 0x1000, 1, 0x400, 0x200),))
     with pytest.raises(InputError, match="already has .linux"):
         uki.layout(done, 0x600, [(".osrel", 1)])
+    with pytest.raises(InputError, match=r"^\.initrd: 4294967296 bytes do not fit"):
+        text = (uki.Section(".text", 0x1000, 1, 0x400, 0x200),)
+        uki.layout(stub_headers(text), 0x600, [(".initrd", 1 << 32)])
     full = stub_headers((uki.Section(".text", 0x1000, 1, 0x400, 0x200),), room=40 + 79)
     with pytest.raises(ToolFailed, match="no room for 3 more section headers"):
         uki.layout(full, 0x600, [("a", 1), ("b", 1), ("c", 1)])
