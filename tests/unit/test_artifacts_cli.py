@@ -60,12 +60,12 @@ def test_build_writes_uki_and_iso(
     assert initrd.startswith(inputs["initrd"].read_bytes() + b"\0\x1f\x8b")  # 1003 bytes + 1
     iso_bytes = (out / "boot.iso").read_bytes()
     assert iso_bytes.find((out / "uki.efi").read_bytes()) % 2048 == 0
-    first = (out / "uki.efi").read_bytes()
+    first = (out / "uki.efi").read_bytes(), iso_bytes
     # Same flags, same bytes.
     assert main(argv(inputs, "--file", f"/etc/motd={inputs['motd']}:0600",
                      "--symlink", "/usr/local/bin/python=/usr/bin/python3",
                      "--dir-override", "/root:0700")) == 0  # fmt: skip
-    assert (out / "uki.efi").read_bytes() == first
+    assert ((out / "uki.efi").read_bytes(), (out / "boot.iso").read_bytes()) == first
 
 
 BAD = [
