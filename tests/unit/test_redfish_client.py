@@ -204,3 +204,48 @@ def test_status_table(status: int, body: object, cls: type[Exception]) -> None:
                                  race_ids={"UnableToModifyDuringSystemPOST"})
     assert type(error) is cls
     assert str(error).startswith("BMC https://b: op: ")
+
+
+def _self_signed(tmp_path: Path) -> tuple[str, str]:
+    """A CA-less self-signed certificate for 127.0.0.1 (it is its own CA bundle)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bmc.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "bmc.pem", tmp_path / "bmc.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+def test_tls_verify_modes(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    with VendorBmc(vendors.nokia(), tls=(cert, key)) as server:
+        def state(verify: bool | Path) -> PowerState:
+            endpoint = BmcEndpoint(server.url, server.username, server.password, verify=verify)
+            return Bmc(endpoint, FAST).power_state()
+
+        assert server.url.startswith("https://")
+        assert state(Path(cert)) == PowerState.ON  # CA bundle
+        assert state(False) == PowerState.ON  # verification off
+        with pytest.raises(rf_errors.BmcTlsError, match="certificate verify failed"):
+            state(True)  # system CA store does not know this certificate
