@@ -112,11 +112,16 @@ def build_artifacts(
         (".initrd", [initramfs, cpio.initrd_padding(base_size), overlay]),
         (".linux", [kernel]),
     ]
+    if not req.cmdline:
+        # An empty section would share its address with the next one; without .cmdline the
+        # stub passes no command line either.
+        sections = [s for s in sections if s[0] != ".cmdline"]
+    expect = [name for name, _ in sections]
     uki_path, iso_path = out_dir / UKI_NAME, out_dir / ISO_NAME
     with _temporaries(out_dir, (UKI_NAME, ISO_NAME)) as (uki_tmp, iso_tmp):
         with open(uki_tmp, "wb") as f:
             uki.assemble(stub, sections, f)
-        uki.verify(uki_tmp, machine=tools.machine, expect=EXPECTED_SECTIONS)
+        uki.verify(uki_tmp, machine=tools.machine, expect=expect)
         with open(iso_tmp, "wb") as f:
             iso.write_iso(f, boot_image=boot_image, uki=uki_tmp)
     LOG.info(

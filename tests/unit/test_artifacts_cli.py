@@ -157,3 +157,12 @@ def test_failure_leaves_nothing_in_out(
     with pytest.raises(OSError, match="disk full"):
         main(argv(inputs))
     assert os.listdir(inputs["out"]) == []
+
+
+def test_empty_cmdline_leaves_out_the_section(inputs: dict[str, Path]) -> None:
+    args = argv(inputs)
+    args[args.index("--cmdline") + 1] = ""
+    assert main(args) == 0
+    pe = pefile.PE(str(inputs["out"] / "uki.efi"), fast_load=True)
+    names = [s.Name.rstrip(b"\0") for s in pe.sections]
+    assert names[-3:] == [b".osrel", b".initrd", b".linux"]
