@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
@@ -153,14 +153,14 @@ def _record(h: DesiredHost, *, with_digests: bool = True) -> dict[str, Any]:
 
 
 def _digests(rec: Mapping[str, Any]) -> Digests:
-    """Canonical JSON of each field once, hashed in three groups."""
-    parts = {k: json.dumps(v, sort_keys=True, separators=(",", ":"), default=str)
-             for k, v in rec.items()}
+    """sha256 of canonical JSON: of the whole record, and of the build/provision fields."""
 
-    def digest(fields: Iterable[str]) -> str:
-        return hashlib.sha256("\0".join(f"{k}={parts[k]}" for k in fields).encode()).hexdigest()
+    def digest(value: Any) -> str:
+        blob = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
 
-    return Digests(digest(sorted(parts)), digest(BUILD_FIELDS), digest(PROVISION_FIELDS))
+    return Digests(digest(rec), digest({k: rec[k] for k in BUILD_FIELDS}),
+                   digest({k: rec[k] for k in PROVISION_FIELDS}))
 
 
 def desired_hosts(inventory: Inventory) -> dict[str, DesiredHost]:
