@@ -41,8 +41,9 @@ def test_dead_bmc_fails_in_seconds_with_default_settings() -> None:
         with pytest.raises(rf_errors.BmcUnreachable) as info:
             Bmc(BmcEndpoint(url, "root", "pw-123456")).power_state()
         elapsed = time.monotonic() - started
-    # Defaults: 3 s connect timeout, 2 attempts, 0.5 s backoff (sushy's own: ~27 s).
-    assert 5.0 <= elapsed < 10.0
+    # A functional deadline, not a performance figure: defaults are a 3 s connect timeout,
+    # 2 attempts and 0.5 s backoff (~6.5 s); sushy's own defaults take ~27 s.
+    assert 5.0 <= elapsed < 15.0
     assert isinstance(info.value, TemporaryError)
     assert str(info.value) == (
         f"BMC {url}: power state: BMC unreachable on GET /redfish/v1/: connect timed out"
@@ -54,7 +55,7 @@ def test_refused_port_is_unreachable_immediately() -> None:
     started = time.monotonic()
     with pytest.raises(rf_errors.BmcUnreachable, match="connection refused"):
         Bmc(BmcEndpoint(url, "root", "pw-123456"), FAST).power_state()
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 10.0
 
 
 def test_reset_without_answer_is_never_resent() -> None:
@@ -63,7 +64,7 @@ def test_reset_without_answer_is_never_resent() -> None:
         started = time.monotonic()
         with pytest.raises(rf_errors.BmcOutcomeUnknown, match="not resent") as info:
             driver(server, settings).power_on()
-        assert time.monotonic() - started < 4.0
+        assert time.monotonic() - started < 15.0  # one 1 s read timeout, no resend
         assert server.count("POST", "ComputerSystem.Reset") == 1
         assert isinstance(info.value, TemporaryError)
 
