@@ -47,6 +47,7 @@ class Services:
     def close(self, timeout: float) -> bool:
         """Stop the workers (up to ``timeout`` s for running builds) and unlock the data dir."""
         stopped = self.queue.stop(timeout)
+        self.checkins.close()
         self.store.close()
         return stopped
 

@@ -119,15 +119,58 @@ def test_checkins_survive_a_restart(tmp_path: Path) -> None:
     store.register("uuid-1")
     assert store.update("never-registered", ("10.0.0.1",)) is None
     assert store.update("uuid-1", ("10.0.0.1", "fe80::1")) is not None
-    store.register("odd/../id\u00e9")
+    store.register("odd/../id\u00e9\n")
     store.register("gone")
     assert store.delete("gone") and not store.delete("gone")
-
+    # No close(): every call above returned only once its change was on disk.
     again = CheckinStore(tmp_path)
     again.open()
-    record = again.get("uuid-1")
-    assert record is not None and record.addresses == ("10.0.0.1", "fe80::1")
-    assert again.get("odd/../id\u00e9") is not None and again.get("gone") is None
-    # The file names are digests: an id cannot name a path.
-    assert all(len(p.stem) == 64 for p in (tmp_path / "checkins").iterdir())
-    assert again.purge() == 2 and list((tmp_path / "checkins").iterdir()) == []
+    try:
+        record = again.get("uuid-1")
+        assert record is not None and record.addresses == ("10.0.0.1", "fe80::1")
+        assert again.get("odd/../id\u00e9\n") is not None and again.get("gone") is None
+        assert [p.name for p in tmp_path.iterdir()] == ["checkins.jsonl"]
+        assert again.purge() == 2
+        assert (tmp_path / "checkins.jsonl").read_text() == ""
+    finally:
+        again.close()
+        store.close()
+
+
+def test_concurrent_checkin_updates_share_writes(tmp_path: Path) -> None:
+    import threading
+
+    store = CheckinStore(tmp_path)
+    store.open()
+    try:
+        ids = [f"node-{n}" for n in range(32)]
+        for checkin_id in ids:
+            store.register(checkin_id)
+
+        def put(checkin_id: str) -> None:
+            for i in range(20):
+                assert store.update(checkin_id, (f"10.0.{i}.1",)) is not None
+
+        threads = [threading.Thread(target=put, args=(i,)) for i in ids]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        again = CheckinStore(tmp_path)
+        again.open()
+        assert all(again.get(i).addresses == ("10.0.19.1",) for i in ids)  # type: ignore[union-attr]
+        again.close()
+    finally:
+        store.close()
+
+
+def test_unreadable_checkin_lines_are_skipped(tmp_path: Path) -> None:
+    (tmp_path / "checkins.jsonl").write_text(
+        '{"id": "a", "addresses": [], "timestamp": "2026-01-01T00:00:00Z"}\nnot json\n'
+    )
+    store = CheckinStore(tmp_path)
+    store.open()
+    try:
+        assert store.get("a") is not None and len(list(store)) == 1
+    finally:
+        store.close()
