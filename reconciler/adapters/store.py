@@ -6,7 +6,7 @@ Layout under the data directory (one service process owns it: ``service.lock``):
     builds/<id>/uki.efi        artifacts, present only once the build completed
     builds/<id>/boot.iso
     work/<id>-<attempt>/       where a running build writes; moved into builds/<id>/ on success
-    checkins/<sha256(id)>.json one checkin record (CheckinDict); the id itself is inside
+    checkins.jsonl             every checkin record (CheckinDict), one JSON line each
     trash/                     directories being deleted (renamed here first, then removed)
 
 Every file is written under a temporary name in its directory and renamed over the target,
