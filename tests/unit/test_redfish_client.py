@@ -250,3 +250,18 @@ def test_tls_verify_modes(tmp_path: Path) -> None:
         assert state(False) == PowerState.ON  # verification off
         with pytest.raises(rf_errors.BmcTlsError, match="certificate verify failed"):
             state(True)  # system CA store does not know this certificate
+
+
+def test_wait_power_rides_out_a_bmc_busy_during_the_transition(dell: VendorBmc) -> None:
+    dell.power = "Off"
+    bmc_ = driver(dell)
+    assert bmc_.power_state() == PowerState.OFF  # connected, connect-time read used up
+    dell._fail_gets_left = 4  # one whole poll (3 GET attempts) fails, then the next succeeds
+    bmc_.wait_power(PowerState.OFF, 5)
+    assert dell.count("GET", r"/Systems/System.Embedded.1$") >= 5
+
+
+def test_power_on_while_powering_on_sends_nothing(dell: VendorBmc) -> None:
+    dell.power = "PoweringOn"
+    driver(dell).power_on()
+    assert dell.count("POST", ".") == 0

@@ -397,17 +397,26 @@ class Bmc:
         per the profile's race_retry)."""
         with self._operation("power on"):
             doc = self._system_doc()
-            if _power(doc) == PowerState.ON:
+            if _power(doc) in (PowerState.ON, PowerState.POWERING_ON):
                 return
             self._reset(doc, "On")
 
     def wait_power(self, state: PowerState, timeout: float) -> None:
         """Poll (one GET per ``settings.poll_interval``) until PowerState is ``state``;
-        BmcTimeout after ``timeout`` seconds. Transitions land seconds after the 204."""
+        BmcTimeout after ``timeout`` seconds. Transitions land seconds after the 204. A BMC
+        that is briefly unreachable or answers 5xx while the host changes state is polled
+        again until the deadline."""
         with self._operation(f"wait for power {state}"):
             deadline = self._clock() + timeout
             while True:
-                current = _power(self._system_doc())
+                try:
+                    current: str = _power(self._system_doc())
+                except (TransportFailure, HttpFailure) as failure:
+                    if isinstance(failure, HttpFailure) and not 500 <= failure.status < 600:
+                        raise
+                    if self._clock() >= deadline:
+                        raise
+                    current = f"unknown ({failure})"
                 if current == state:
                     return
                 if self._clock() >= deadline:
@@ -426,7 +435,13 @@ class Bmc:
             if _power(doc) == PowerState.OFF:
                 return OffResult.ALREADY_OFF
             _, allowed = self._reset_info(doc)
-            if allowed is None or "GracefulShutdown" in allowed:
+            if _power(doc) == PowerState.POWERING_OFF:
+                try:  # already on its way down: just wait for it
+                    self.wait_power(PowerState.OFF, timeout)
+                    return OffResult.GRACEFUL
+                except errors.BmcTimeout:
+                    pass
+            elif allowed is None or "GracefulShutdown" in allowed:
                 self._reset(doc, "GracefulShutdown")
                 try:
                     self.wait_power(PowerState.OFF, timeout)
@@ -829,8 +844,10 @@ class Bmc:
         5xx fails the whole inventory (TemporaryError) rather than returning a partial one."""
         with self._operation("inventory"):
             self._connect()
-            system = self._system
-            system.refresh(force=True)
+            assert self._root is not None
+            # A new System object (one GET): refresh() would refetch every sub-resource
+            # an earlier call loaded.
+            system = self._system = self._root.get_system(str(self._system.path))
             doc = dict(system.json)
             nics = [dict(n.json) for n in self._optional(lambda: system.ethernet_interfaces)]
             cpus = [dict(p.json) for p in self._optional(lambda: system.processors)]
