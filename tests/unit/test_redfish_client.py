@@ -265,3 +265,17 @@ def test_power_on_while_powering_on_sends_nothing(dell: VendorBmc) -> None:
     dell.power = "PoweringOn"
     driver(dell).power_on()
     assert dell.count("POST", ".") == 0
+
+
+def test_uefi_http_boot_then_clear(dell: VendorBmc) -> None:
+    uki = "http://198.18.0.1:8080/artifacts/abc/uki.efi"
+    bmc_ = driver(dell)
+    bmc_.set_boot("UefiHttp", "Once", uki)
+    assert dell.bodies("PATCH", r"/Systems/System.Embedded.1$")[-1] == {"Boot": {
+        "BootSourceOverrideTarget": "UefiHttp", "BootSourceOverrideEnabled": "Once",
+        "BootSourceOverrideMode": "UEFI", "HttpBootUri": uki}}  # the seed's body
+    bmc_.clear_boot_override()
+    assert dell.bodies("PATCH", r"/Systems/System.Embedded.1$")[-1] == {"Boot": {
+        "BootSourceOverrideTarget": "Hdd", "BootSourceOverrideEnabled": "Continuous",
+        "BootSourceOverrideMode": "UEFI", "HttpBootUri": ""}}
+    assert dell.boot["HttpBootUri"] == "" and dell.boot["BootSourceOverrideTarget"] == "Hdd"
