@@ -29,6 +29,7 @@ from tests.fixtures import redfish_vendors as vendors
 from tests.fixtures.redfish_vendors import VendorBmc, VendorSpec
 
 ISO = "http://198.18.0.1:8080/artifacts/abc/boot.iso"
+OLD = "http://198.18.0.1:8080/artifacts/old/boot.iso"
 FAST = ClientSettings(connect_timeout=1.0, read_timeout=5.0, poll_interval=0.01, backoff=0.001)
 
 
@@ -178,6 +179,14 @@ def test_q5_without_insert_retry_fails_temporarily(serve: Any) -> None:
     with pytest.raises(rf_errors.BmcBusy, match="VRM0012.*being ejected") as info:
         bmc(server, insert_retry=quirks.Retry(attempts=1)).insert_cd(ISO)
     assert isinstance(info.value, TemporaryError)
+
+
+def test_q5_insert_verified_against_the_url_not_just_inserted(serve: Any) -> None:
+    # The BMC answers 204 but brings back the image it had before the eject.
+    server = serve(vendors.dell_idrac10(power="Off", eject_race=0, remounts_previous=True,
+                                        slots=[vendors.SlotSpec("1", ["CD"], image=OLD)]))
+    with pytest.raises(rf_errors.BmcRejected, match="not showing"):
+        bmc(server, insert_settle=0.2).insert_cd(ISO)
 
 
 # -- Q6: ImageName not cleared after eject, ConnectedVia NotConnected --------------------------
