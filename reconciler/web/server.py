@@ -31,6 +31,7 @@ from reconciler.web.filerange import FileRange
 LOG = logging.getLogger(__name__)
 
 WsgiApp = Callable[..., Any]
+KEEP_ALIVE_LIMIT = 1024
 
 
 class SendfileGateway(wsgi.Gateway_10):
@@ -106,6 +107,9 @@ class DualServer:
             )
             server.gateway = SendfileGateway
             server.max_request_header_size = 64 * 1024
+            # cheroot answers "Connection: close" once 10 connections are open (its default),
+            # so 50 polling clients or 16 BMC downloads would reconnect for every request.
+            server.keep_alive_conn_limit = KEEP_ALIVE_LIMIT
             if listener.cert is not None and listener.key is not None:
                 server.ssl_adapter = _ssl_adapter(listener.cert, listener.key)
             self._servers.append((listener, server))
