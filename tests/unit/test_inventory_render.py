@@ -23,7 +23,7 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeyOfTheReconciler reconciler@lab"
 SETTINGS = RenderSettings(ssh_keys=(KEY,))
 INSPECTION = "0f1e2d3c-4b5a-4697-8889-aabbccddeeff"
 
-GOLDEN_META = "instance-id: lab-host-01-f42fe37bfdbdd764\nlocal-hostname: lab-host-01\n"
+GOLDEN_META = "instance-id: lab-host-01-5e459d6628c22a42\nlocal-hostname: lab-host-01\n"
 GOLDEN_EPHEMERAL_USER_DATA = f"""\
 #cloud-config
 hostname: lab-host-01
