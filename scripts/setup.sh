@@ -33,3 +33,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
     .venv/bin/python -m pip install -q -e '.[dev]'
     echo "$digest" > "$stamp"
 fi
+
+# arm64 boot tools and the Debian kernels the boot tests use (nothing installed on the host).
+scripts/fetch-boot-tools.sh
