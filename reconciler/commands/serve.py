@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="run the build / artifact / checkin HTTP service",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description="The build / artifact / checkin HTTP service (docs/service.md).",
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="YAML settings file")
     for flag, key, metavar, text in FLAGS:
@@ -61,6 +61,10 @@ def handler(args: argparse.Namespace) -> int:
     from reconciler.web.server import DualServer
     from reconciler.web.services import Services
 
+    # One access-log line per request: skip the LogRecord fields nobody formats.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     flags = {key: getattr(args, key) for _, key, _, _ in FLAGS}
     flags["trusted"] = args.trusted
     settings = load_settings(args.config, os.environ, flags)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from reconciler.settings import ServiceSettings
@@ -19,6 +19,8 @@ from reconciler.web.http import HttpError, error_response, too_large
 from reconciler.web.services import Services
 
 LOG = logging.getLogger("reconciler.web.access")
+
+STARTED, CLIENT = "reconciler.started", "reconciler.client"
 
 # Blueprints in registration order; the status page and the git webhook join this list.
 BLUEPRINTS = [builds.bp, checkins.bp, artifacts.bp, health.bp]
@@ -33,32 +35,51 @@ def create_app(settings: ServiceSettings, services: Services | None = None) -> F
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
 
+    # The ACL verdict per peer address: parsing and matching CIDRs on every request costs
+    # more than the handlers of the busiest endpoints (checkin PUT, artifact GET).
+    verdicts: dict[str, tuple[bool, str]] = {}
+
+    def classify(peer: str, forwarded: str | None) -> tuple[bool, str]:
+        key = peer if forwarded is None else f"{peer}|{forwarded}"
+        found = verdicts.get(key)
+        if found is None:
+            client = acl.client_address(peer, forwarded, settings.trusted_proxies)
+            trusted = acl.allowed(client, settings.trusted, None, "")
+            found = (trusted, str(client) if client is not None else (peer or "-"))
+            if len(verdicts) > 4096:
+                verdicts.clear()
+            verdicts[key] = found
+        return found
+
     @app.before_request
     def check_access() -> Response | None:
-        g.started = time.perf_counter()
-        forwarded = request.headers.get("X-Forwarded-For") if settings.trusted_proxies else None
-        client = acl.client_address(
-            request.remote_addr or "", forwarded, settings.trusted_proxies
-        )
-        g.client = str(client) if client is not None else (request.remote_addr or "-")
-        if acl.allowed(client, settings.trusted, request.endpoint, request.method):
+        environ = request.environ
+        environ[STARTED] = time.perf_counter()
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR") if settings.trusted_proxies else None
+        trusted, client = classify(environ.get("REMOTE_ADDR", ""), forwarded)
+        environ[CLIENT] = client
+        if trusted:
+            return None
+        method = request.method
+        if method in acl.PUBLIC.get(request.endpoint or "", ()):
             return None
         return error_response(
             403,
-            f"client: {g.client} may not {request.method} {request.path} "
+            f"client: {client} may not {method} {request.path} "
             "(only trusted networks may; others may PUT checkins and GET artifacts)",
         )
 
     @app.after_request
     def log_request(response: Response) -> Response:
-        started = g.get("started", time.perf_counter())
+        environ = request.environ
+        started = environ.get(STARTED) or time.perf_counter()
         LOG.info(
             "%s %s %d %.1fms %s",
-            request.method,
+            environ.get("REQUEST_METHOD"),
             request.path,
             response.status_code,
             (time.perf_counter() - started) * 1000,
-            g.get("client", request.remote_addr),
+            environ.get(CLIENT) or environ.get("REMOTE_ADDR"),
         )
         return response
 
