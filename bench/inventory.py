@@ -154,7 +154,9 @@ def main() -> int:
         p := diff_inventories(base, head, problems=problems, head_hosts=hosts),
         render_markdown(p))[0], t)
     if args.git:
-        timed("git: read both revisions", lambda: _git_read(base_files, head_files), t)
+        with tempfile.TemporaryDirectory() as tmp:
+            repo = _git_repo(Path(tmp), base_files, head_files)
+            timed("git: read both revisions", lambda: _git_read(repo), t)
 
     total = sum(v for k, v in t.items() if not k.startswith(("baseline", "git", "(")))
     base_t = t["baseline: yaml.safe_load of the same files"]
@@ -171,27 +173,28 @@ def main() -> int:
     return 0
 
 
-def _git_read(base_files: dict[str, bytes], head_files: dict[str, bytes]) -> float:
+def _git_repo(root: Path, base_files: dict[str, bytes], head_files: dict[str, bytes]) -> Path:
+    """A real repository with base and head as two commits (not timed)."""
     import git
 
+    repo = git.Repo.init(root)
+    for files, message in ((base_files, "base"), (head_files, "head")):
+        for p in root.glob("servers/*"):
+            p.unlink()
+        for rel, data in files.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(data)
+        repo.git.add("-A", ".")
+        repo.git.commit("-q", "-m", message, "--author", "bench <bench@example>")
+    return root
+
+
+def _git_read(root: Path) -> None:
     from reconciler.adapters.git import GitInventory
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        repo = git.Repo.init(root)
-        for files, message in ((base_files, "base"), (head_files, "head")):
-            for p in root.glob("servers/*"):
-                p.unlink()
-            for rel, data in files.items():
-                (root / rel).parent.mkdir(parents=True, exist_ok=True)
-                (root / rel).write_bytes(data)
-            repo.git.add("-A", ".")
-            repo.git.commit("-q", "-m", message, "--author", "bench <bench@example>")
-        start = time.perf_counter()
-        inv = GitInventory(root)
-        head = inv.snapshot("HEAD")
-        inv.snapshot("HEAD~1", known={head.blobs[p]: d for p, d in head.files.items()})
-        return time.perf_counter() - start
+    inv = GitInventory(root)
+    head = inv.snapshot("HEAD")
+    inv.snapshot("HEAD~1", known={head.blobs[p]: d for p, d in head.files.items()})
 
 
 if __name__ == "__main__":

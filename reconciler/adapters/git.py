@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import git
 
@@ -100,27 +100,42 @@ class GitInventory:
             blobs = {p: blob_id(d) for p, d in files.items()}
             seniority = self.seniority("HEAD") if self.has_commits() else {}
             return Snapshot(WORKTREE, files, blobs, seniority)
-        commit = self.repo.commit(self.resolve(rev))
-        try:
-            tree = commit.tree / self.prefix.rstrip("/") if self.prefix else commit.tree
-        except KeyError:
-            return Snapshot(commit.hexsha, {}, {}, {})
+        commit = self.resolve(rev)
+        listing = self.repo.git.ls_tree("-r", "-z", "--full-tree", commit, "--",
+                                        self.prefix or ".")
         known = known or {}
-        files_out: dict[str, bytes] = {}
         blobs_out: dict[str, str] = {}
-        odb = self.repo.odb
-        entry: Any
-        for entry in tree.traverse():
-            item = entry
-            if item.type != "blob":
+        for entry in listing.split("\0"):
+            if not entry:
                 continue
-            rel = item.path[len(self.prefix):]
-            if not _wanted(rel):
-                continue
-            sha = item.hexsha
-            data = known.get(sha)
-            if data is None:
-                data = odb.stream(item.binsha).read()
-            files_out[rel] = data
-            blobs_out[rel] = sha
-        return Snapshot(commit.hexsha, files_out, blobs_out, self.seniority(commit.hexsha))
+            meta, _, path = entry.partition("\t")
+            _mode, kind, sha = meta.split()
+            rel = path[len(self.prefix):]
+            if kind == "blob" and _wanted(rel):
+                blobs_out[rel] = sha
+        missing = sorted({sha for sha in blobs_out.values() if sha not in known})
+        read = self._read_blobs(missing)
+        files_out = {rel: known[sha] if sha in known else read[sha]
+                     for rel, sha in blobs_out.items()}
+        return Snapshot(commit, files_out, blobs_out, self.seniority(commit))
+
+    def _read_blobs(self, shas: list[str]) -> dict[str, bytes]:
+        """Many blobs through one ``git cat-file --batch`` (one process, not one per file)."""
+        if not shas:
+            return {}
+        with tempfile.TemporaryFile() as ids:
+            ids.write(("\n".join(shas) + "\n").encode())
+            ids.seek(0)
+            raw = self.repo.git.execute(["git", "cat-file", "--batch"], istream=ids,
+                                        stdout_as_string=False, strip_newline_in_stdout=False)
+        out: dict[str, bytes] = {}
+        pos = 0
+        for sha in shas:
+            eol = raw.index(b"\n", pos)
+            header = raw[pos:eol].split()
+            if len(header) != 3 or header[0].decode() != sha:
+                raise InputError(f"git cat-file: unexpected output for {sha}")
+            size = int(header[2])
+            out[sha] = bytes(raw[eol + 1:eol + 1 + size])
+            pos = eol + 1 + size + 1
+        return out
