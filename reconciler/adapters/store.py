@@ -353,14 +353,14 @@ class Checkin:
 class CheckinStore:
     """Registered checkin ids and their addresses, persisted with group commit.
 
-    Every change is applied in memory and then waits until a snapshot holding it is on disk
+    Every change is applied in memory and returns only once a snapshot holding it is on disk
     (``checkins.jsonl``, written to a temporary name and renamed), so a 204 means the change
-    survives a restart: a booted server's PUT loop, which stops at the first 204, is never
-    lost, and a registered id still accepts PUTs after the service comes back. One writer
-    thread writes the snapshot; every change that arrives while it writes is covered by the
-    next one, so concurrent PUTs share one rename instead of paying one each (a rename that
-    replaces a file costs about a millisecond on ext4, which flushes the new data first).
-    Not fsynced: it survives the process, not a power cut.
+    survives a restart: a booted server's PUT loop, which stops at its first 204, is never
+    lost, and a registered id still accepts PUTs after the service comes back. The request
+    that finds no write in progress writes the snapshot itself; changes arriving meanwhile
+    wait and are covered by the next write, so concurrent PUTs share one rename instead of
+    paying one each (replacing a file costs about a millisecond on ext4, which flushes the
+    new data first). Not fsynced: it survives the process, not a power cut.
     """
 
     FILE = "checkins.jsonl"
@@ -373,9 +373,7 @@ class CheckinStore:
         self._lines: dict[str, str] = {}  # id -> its JSON line, so a snapshot is one join
         self._version = 0  # bumped by every change
         self._written = 0  # the version the file on disk holds
-        self._error: OSError | None = None
-        self._writer: threading.Thread | None = None
-        self._stopping = False
+        self._writing = False
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -392,56 +390,33 @@ class CheckinStore:
                 LOG.warning("%s:%d: skipping unreadable checkin record: %s", self.path, number, exc)
                 continue
             self._set(record)
-        self._writer = threading.Thread(target=self._write_loop, name="checkin-writer", daemon=True)
-        self._writer.start()
 
     def close(self) -> None:
-        with self._changed:
-            self._stopping = True
-            self._changed.notify_all()
-        if self._writer is not None:
-            self._writer.join(10)
+        """Nothing to flush: every change was written before its call returned."""
 
     def _set(self, record: Checkin) -> None:
         self._records[record.id] = record
         self._lines[record.id] = json.dumps(record.to_record(), ensure_ascii=False)
 
     def _commit(self) -> None:
-        """Called with the lock held after a change: wait until it is on disk."""
+        """Called with the lock held after a change: return once it is on disk."""
         self._version += 1
         version = self._version
-        self._changed.notify_all()
         while self._written < version:
-            if self._error is not None:
-                raise self._error
-            if self._stopping:
-                raise OSError(f"{self.path}: checkin store closed")
-            self._changed.wait()
-
-    def _write_loop(self) -> None:
-        while True:
-            with self._changed:
-                while self._written == self._version and not self._stopping:
-                    self._changed.wait()
-                if self._written == self._version:
-                    return  # stopping, and everything is written
-                version = self._version
-                data = "".join(line + "\n" for line in self._lines.values()).encode("utf-8")
+            if self._writing:
+                self._changed.wait()  # the running write may not hold our change: wait
+                continue
+            self._writing = True
+            target = self._version
+            data = "".join(line + "\n" for line in self._lines.values()).encode("utf-8")
+            self._lock.release()  # write without blocking the changes that will ride next
             try:
                 write_atomic(self.path, data, durable=False)
-                error = None
-            except OSError as exc:  # e.g. disk full: the waiting requests fail with it
-                LOG.error("cannot write %s: %s", self.path, exc)
-                error = exc
-            with self._changed:
-                self._error = error
-                if error is None:
-                    self._written = version
+            finally:
+                self._lock.acquire()
+                self._writing = False
                 self._changed.notify_all()
-            if error is not None:
-                # Do not spin on a full disk; the next change retries.
-                with self._changed:
-                    self._changed.wait(1.0)
+            self._written = max(self._written, target)
 
     def register(self, checkin_id: str, addresses: tuple[str, ...] = ()) -> Checkin:
         with self._changed:
