@@ -1,0 +1,36 @@
+"""``reconciler lab``: bad input is one line naming the flag, before any side effect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.cli import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["up", "--hosts", "0"], "--hosts"),
+        (["up", "--hosts", "300"], "--hosts"),
+        (["up", "--arch", "riscv64"], "--arch"),
+        (["up", "--accel", "whpx"], "--accel"),
+        (["up", "--images", "/nonexistent/images"], "--images"),
+        (["boot"], "no lab at"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
+    assert main(["lab", "--state-dir", str(tmp_path / "lab"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert needle in err
+    # Nothing was created.
+    assert not (tmp_path / "lab").exists()
+
+
+def test_status_without_a_lab_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lab", "--state-dir", str(tmp_path), "status"]) == 3
+    assert "no lab at" in capsys.readouterr().out
