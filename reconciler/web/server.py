@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cheroot import server as cheroot_server
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
@@ -73,6 +74,36 @@ class SendfileGateway(wsgi.Gateway_10):
             raise OSError(f"sent {sent} of {body.length} bytes: the file was truncated")
 
 
+class LazyHandshakeAdapter(BuiltinSSLAdapter):
+    """TLS whose handshake runs in a worker thread, not in cheroot's accept loop.
+
+    cheroot's adapter handshakes right after accept(), in the one thread that also accepts
+    and polls every connection of the listener: a client that connects and sends nothing
+    would stall the TLS listener for the whole socket timeout. Here accept only wraps the
+    socket; :class:`LazyHandshakeConnection` handshakes once the client has sent something.
+    """
+
+    def wrap(self, sock: Any) -> tuple[ssl.SSLSocket, dict[str, str]]:
+        wrapped = self.context.wrap_socket(sock, do_handshake_on_connect=False, server_side=True)
+        return wrapped, {"HTTPS": "on"}
+
+
+class LazyHandshakeConnection(cheroot_server.HTTPConnection):
+    _handshaken = False
+
+    def communicate(self) -> bool:
+        sock = self.socket
+        if isinstance(sock, ssl.SSLSocket) and not self._handshaken:
+            try:
+                sock.do_handshake()
+            except (OSError, ValueError) as exc:  # ssl.SSLError, timeouts, resets
+                LOG.debug("TLS handshake with %s failed: %s", self.remote_addr, exc)
+                return False
+            self._handshaken = True
+        result: bool = super().communicate()  # type: ignore[no-untyped-call]
+        return result
+
+
 @dataclass(frozen=True, slots=True)
 class Listener:
     name: str  # the setting it comes from, for error messages
@@ -112,6 +143,7 @@ class DualServer:
             server.keep_alive_conn_limit = KEEP_ALIVE_LIMIT
             if listener.cert is not None and listener.key is not None:
                 server.ssl_adapter = _ssl_adapter(listener.cert, listener.key)
+                server.ConnectionClass = LazyHandshakeConnection
             self._servers.append((listener, server))
         self._threads: list[threading.Thread] = []
 
@@ -156,7 +188,7 @@ class DualServer:
 
 def _ssl_adapter(cert: Path, key: Path) -> BuiltinSSLAdapter:
     try:
-        adapter = BuiltinSSLAdapter(str(cert), str(key))
+        adapter = LazyHandshakeAdapter(str(cert), str(key))
     except (OSError, ssl.SSLError) as exc:
         raise InputError(f"tls_cert/tls_key: cannot load {cert} and {key}: {exc}") from None
     # Modern clients only; TLS 1.2 is what BMC firmware still commonly speaks.
