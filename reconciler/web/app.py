@@ -8,6 +8,7 @@ run subprocesses: they validate and enqueue (builds), or serve files (artifacts)
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from flask import Flask, Response, request
@@ -21,6 +22,7 @@ from reconciler.web.services import Services
 LOG = logging.getLogger("reconciler.web.access")
 
 STARTED, CLIENT = "reconciler.started", "reconciler.client"
+API_THREADS = 4
 
 # Blueprints in registration order; the status page and the git webhook join this list.
 BLUEPRINTS = [builds.bp, checkins.bp, artifacts.bp, health.bp]
@@ -32,6 +34,10 @@ def create_app(settings: ServiceSettings, services: Services | None = None) -> F
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["reconciler.settings"] = settings
     app.extensions["reconciler.services"] = services or Services.open(settings)
+    # Leave a few HTTP threads of a listener for the API however many BMCs download.
+    app.extensions["reconciler.downloads"] = threading.BoundedSemaphore(
+        max(1, settings.threads - API_THREADS)
+    )
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
 

@@ -9,6 +9,7 @@ nothing. Conditional and range handling is :mod:`reconciler.web.ranges`; the bod
 from __future__ import annotations
 
 import os
+import threading
 
 from flask import Blueprint, Response, current_app, request
 
@@ -22,6 +23,13 @@ bp = Blueprint("artifacts", __name__, url_prefix="/artifacts")
 
 CONTENT_TYPES = {".efi": "application/efi", ".iso": "application/x-iso9660-image"}
 DEFAULT_TYPE = "application/octet-stream"
+
+
+def download_slots() -> threading.BoundedSemaphore:
+    """Bodies being sent at once. Each holds an HTTP thread until it is done (sendfile), so
+    past this many a download answers 503 + Retry-After instead of starving the JSON API."""
+    slots: threading.BoundedSemaphore = current_app.extensions["reconciler.downloads"]
+    return slots
 
 
 def _not_found(build_id: str, filename: str) -> HttpError:
@@ -64,7 +72,12 @@ def artifact(build_id: str, filename: str) -> Response:
         file.close()
         response = current_app.response_class(status=decision.status)
     else:
-        body = FileRange(file, decision.start, decision.length)
+        slots = download_slots()
+        if not slots.acquire(blocking=False):
+            file.close()
+            message = "artifacts: too many downloads in progress; retry later"
+            return error_response(503, message, {"Retry-After": "5"})
+        body = FileRange(file, decision.start, decision.length, on_close=slots.release)
         response = current_app.response_class(body, status=decision.status, direct_passthrough=True)
     for name, value in decision.headers:
         response.headers[name] = value

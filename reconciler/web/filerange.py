@@ -8,17 +8,24 @@ cheroot server (``reconciler.web.server``) recognizes the type and sends the ran
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 CHUNK = 1024 * 1024
 
 
 class FileRange:
-    def __init__(self, file: BinaryIO, start: int, length: int) -> None:
+    def __init__(
+        self,
+        file: BinaryIO,
+        start: int,
+        length: int,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         self.file = file
         self.start = start
         self.length = length
+        self._on_close = on_close
 
     def __iter__(self) -> Iterator[bytes]:
         fd = self.file.fileno()
@@ -33,3 +40,6 @@ class FileRange:
 
     def close(self) -> None:
         self.file.close()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()

@@ -353,3 +353,20 @@ def test_every_operation_of_the_document_is_routed(api: Api) -> None:
             if method in ("parameters",):
                 continue
             assert (flask_rule, method.upper()) in routed, (template, method)
+
+
+def test_downloads_beyond_the_thread_budget_get_503(tmp_path: Path) -> None:
+    api = make_api(tmp_path, threads="6")  # 6 threads - 4 kept for the API = 2 downloads
+    try:
+        build_id = api.built()["id"]
+        url = f"/artifacts/{build_id}/boot.iso"
+        first = api.client.get(url, environ_base={"REMOTE_ADDR": UNTRUSTED})
+        second = api.client.get(url, environ_base={"REMOTE_ADDR": UNTRUSTED})
+        third = api.call("GET", url, client=UNTRUSTED)  # both slots are held: refused
+        assert third.status_code == 503 and third.headers["Retry-After"] == "5"
+        assert api.call("HEAD", url).status_code == 200  # HEAD sends no body: no slot
+        first.close()
+        assert api.call("GET", url).status_code == 200  # a slot came back
+        second.close()
+    finally:
+        api.services.close(10)
