@@ -183,3 +183,28 @@ def test_cloud_init_config_is_nocloud_with_the_cut_module_list() -> None:
                             "final_message"}
     sshd = (ROOTFS / "etc/ssh/sshd_config.d/50-ephemeral.conf").read_text()
     assert "PermitRootLogin prohibit-password" in sshd and "PasswordAuthentication no" in sshd
+
+
+def test_checkin_trusts_the_injected_ca_bundle(tmp_path: Path) -> None:
+    import ssl
+
+    from tests.fixtures.service import make_tls
+
+    tls = make_tls(tmp_path)
+    handler = type("Handler", (_Recorder,), {"statuses": [204, 204], "bodies": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls.cert, tls.key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        checkin = _script("checkin")
+        url = f"https://127.0.0.1:{server.server_address[1]}/api/v1/checkins/abc"
+        # Without the injected CA the service's certificate is not trusted: no PUT lands.
+        assert checkin.put(url, ["198.18.0.7"], tmp_path / "absent.pem", timeout=5) == 0
+        assert checkin.put(url, ["198.18.0.7"], tls.ca, timeout=5) == 204
+        assert handler.bodies == [{"addresses": ["198.18.0.7"]}]
+    finally:
+        server.shutdown()
+        server.server_close()
