@@ -258,3 +258,14 @@ def test_images_show_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "gzip 117.0 MiB, zstd 95.0 MiB" in out and "900 of 4000 modules" in out
     assert main(["images", "show", "--arch", "amd64", "--out", str(tmp_path / "no")]) == 2
     assert "manifest.json: cannot read" in capsys.readouterr().err
+
+
+def test_first_boot_presets_keep_the_units_the_build_enables() -> None:
+    preset = ephemeral.load_spec().rootfs / "etc/systemd/system-preset/10-ephemeral.preset"
+    rules = dict(line.split()[::-1] for line in preset.read_text().splitlines()
+                 if line and not line.startswith("#"))
+    for unit, _ in ephemeral.ENABLE:
+        if "@" not in unit and not unit.endswith(".socket"):
+            assert rules.get(unit) == "enable", unit
+    for unit in ephemeral.MASK:
+        assert rules.get(unit, "disable") == "disable", unit
