@@ -28,9 +28,8 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -456,14 +455,3 @@ def status(paths: LabPaths) -> Status:
     leases_file = paths.run / "dnsmasq.leases"
     leases = parse_leases(leases_file.read_text()) if leases_file.exists() else {}
     return Status(state, pids, netns.exists(NAMESPACE), domains, leases)
-
-
-def wait_for(
-    what: str, probe: Callable[[], bool], *, timeout: float, interval: float = 0.5
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise ToolFailed(f"{what}: not within {timeout:g} s")
-        time.sleep(interval)
-

@@ -59,11 +59,6 @@ def delete(name: str) -> None:
         run(["ip", "netns", "del", name], timeout=_IP_TIMEOUT)
 
 
-def link_up(name: str, device: str) -> bool:
-    proc = run(["ip", "-n", name, "-o", "link", "show", device], timeout=_IP_TIMEOUT, check=False)
-    return proc.returncode == 0 and (b"state UP" in proc.stdout or b",UP," in proc.stdout)
-
-
 _libc = ctypes.CDLL(None, use_errno=True)
 
 

@@ -206,3 +206,17 @@ def test_daemon_pidfile_is_trusted_only_for_our_process(tmp_path: Path) -> None:
     pidfile.write_text("not a pid")
     assert daemons.read_pid(d) is None
     assert not daemons.stop(d)
+
+
+def test_libvirt_runs_in_the_lab_namespace_with_private_system_dirs(tmp_path: Path) -> None:
+    paths = LabPaths(tmp_path)
+    argv = lifecycle.libvirt_wrapper(paths, ["libvirtd", "-f", "/x y/libvirtd.conf"])
+    assert argv[:4] == ["ip", "netns", "exec", "reconciler-lab"]
+    assert argv[4:9] == ["unshare", "--mount", "--propagation", "private", "--"]
+    script = argv[-1]
+    for target in ("/etc/libvirt", "/var/lib/libvirt", "/run/libvirt", "/var/log/libvirt",
+                   "/var/cache/libvirt"):
+        assert f" {target};" in script or f" {target} " in script
+    assert f"mount --bind {tmp_path}/libvirt/etc /etc/libvirt" in script
+    # The program is exec'd (its pid is the pid file's) and its arguments are quoted.
+    assert script.endswith("exec libvirtd -f '/x y/libvirtd.conf'")
