@@ -15,15 +15,15 @@ upgrade of the reconciler never silently reprovisions a fleet.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
-from reconciler.model.inventory import Bmc, Disk, Image, Inventory
+from reconciler.model.inventory import Bmc, Disk, Image, Inventory, Server
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +79,8 @@ class DesiredHost:
 
 
 def _thaw(value: Any) -> Any:
+    if type(value) is str:  # the common leaf; skips the Mapping ABC check
+        return value
     if isinstance(value, Mapping):
         return {k: _thaw(v) for k, v in value.items()}
     if isinstance(value, tuple | list):
@@ -152,57 +154,108 @@ def _record(h: DesiredHost, *, with_digests: bool = True) -> dict[str, Any]:
     return rec
 
 
-def _digests(rec: Mapping[str, Any]) -> Digests:
-    """sha256 of canonical JSON: of the whole record, and of the build/provision fields."""
+# One encoder for every digest: json.dumps(..., sort_keys=True, separators=(",", ":"),
+# default=str) builds a new JSONEncoder per call, which costs more than encoding a small value.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 
-    def digest(value: Any) -> str:
-        blob = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+def _encode(value: Any) -> str:
+    """``_CANONICAL.encode(value)``, with the encoder's own shortcuts for scalars taken here."""
+    if type(value) is str:
+        return encode_basestring_ascii(value)
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    return _CANONICAL.encode(value)
+
+
+def _digests(rec: Mapping[str, Any]) -> Digests:
+    """sha256 of canonical JSON: of the whole record, and of the build/provision fields.
+
+    Each field is encoded once and the three documents are assembled from the pieces: the
+    bytes are exactly ``json.dumps(sub_record, sort_keys=True, separators=(",", ":"),
+    default=str)`` (the record's keys are plain identifiers, so ``"key":`` is their encoding).
+    """
+    parts = {key: f'"{key}":{_encode(value)}' for key, value in rec.items()}
+
+    def digest(keys: Any) -> str:
+        blob = "{" + ",".join(parts[k] for k in sorted(keys)) + "}"
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    return Digests(digest(rec), digest({k: rec[k] for k in BUILD_FIELDS}),
-                   digest({k: rec[k] for k in PROVISION_FIELDS}))
+    return Digests(digest(parts), digest(BUILD_FIELDS), digest(PROVISION_FIELDS))
 
 
 def desired_hosts(inventory: Inventory) -> dict[str, DesiredHost]:
-    """Every valid server, profile applied, addresses assigned; in IPAM seniority order."""
+    """Every valid server, profile applied, addresses assigned; in IPAM seniority order.
+
+    A host is a pure function of its server file, the shared files (subnets, profiles), its
+    assigned addresses and the templates digest; when ``inventory.built`` has one made from the
+    same inputs (a second revision parsed with the same cache) it is reused.
+    """
     out: dict[str, DesiredHost] = {}
     templates_digest = inventory.templates_digest
     addresses = inventory.allocation.addresses
+    memo = inventory.built
     for name in inventory.seniority:
         s = inventory.servers[name]
-        profile = inventory.profiles[s.profile]
-        ifaces = []
-        primary_done = False
-        for iface in s.interfaces:
-            if iface.mode == "dhcp" or iface.subnet is None:
-                ifaces.append(NetworkInterface(iface.name, iface.mac, "dhcp", iface.subnet))
+        assigned = tuple(addresses[(name, i.name)] for i in s.interfaces
+                         if i.mode != "dhcp" and i.subnet is not None)
+        built = memo.get(name)
+        key = (assigned, templates_digest)
+        if built is not None and built.model is s:
+            host = built.hosts.get(key)
+            if host is not None:
+                out[name] = host
                 continue
-            subnet = inventory.subnets[iface.subnet]
-            ip = addresses[(name, iface.name)]
-            primary = not primary_done
-            primary_done = True
-            ifaces.append(NetworkInterface(
-                iface.name, iface.mac, iface.mode, iface.subnet,
-                IPv4Interface(f"{ip}/{subnet.network.prefixlen}"),
-                subnet.gateway if primary else None, subnet.dns, primary))
-        host = DesiredHost(
-            name=name,
-            file=s.file,
-            state=s.state,
-            protected=s.protected,
-            architecture=s.architecture or profile.architecture,
-            bmc=s.bmc,
-            boot_method=s.bmc.boot_method or profile.boot_method,
-            kernel=profile.kernel,
-            initramfs=profile.initramfs,
-            cmdline=profile.cmdline,
-            interfaces=tuple(ifaces),
-            disk=s.disk,
-            image=s.image or profile.image,
-            ssh_keys=tuple(dict.fromkeys(profile.cloud_init.ssh_keys + s.cloud_init.ssh_keys)),
-            user_data=merge_user_data(profile.cloud_init.user_data, s.cloud_init.user_data),
-            templates_digest=templates_digest,
-            digests=Digests("", "", ""),
-        )
-        out[name] = dataclasses.replace(host, digests=_digests(_record(host, with_digests=False)))
+        host = _desired_host(inventory, s, assigned, templates_digest)
+        if built is not None and built.model is s:
+            built.hosts[key] = host
+        out[name] = host
     return out
+
+
+def _desired_host(inventory: Inventory, s: Server, assigned: tuple[IPv4Address, ...],
+                  templates_digest: str) -> DesiredHost:
+    profile = inventory.profiles[s.profile]
+    ifaces = []
+    granted = iter(assigned)
+    primary_done = False
+    for iface in s.interfaces:
+        if iface.mode == "dhcp" or iface.subnet is None:
+            ifaces.append(NetworkInterface(iface.name, iface.mac, "dhcp", iface.subnet))
+            continue
+        subnet = inventory.subnets[iface.subnet]
+        ip = next(granted)
+        primary = not primary_done
+        primary_done = True
+        ifaces.append(NetworkInterface(
+            iface.name, iface.mac, iface.mode, iface.subnet,
+            IPv4Interface((int(ip), subnet.network.prefixlen)),  # an int skips re-parsing
+            subnet.gateway if primary else None, subnet.dns, primary))
+    host = DesiredHost(
+        name=s.name,
+        file=s.file,
+        state=s.state,
+        protected=s.protected,
+        architecture=s.architecture or profile.architecture,
+        bmc=s.bmc,
+        boot_method=s.bmc.boot_method or profile.boot_method,
+        kernel=profile.kernel,
+        initramfs=profile.initramfs,
+        cmdline=profile.cmdline,
+        interfaces=tuple(ifaces),
+        disk=s.disk,
+        image=s.image or profile.image,
+        ssh_keys=tuple(dict.fromkeys(profile.cloud_init.ssh_keys + s.cloud_init.ssh_keys)),
+        user_data=merge_user_data(profile.cloud_init.user_data, s.cloud_init.user_data),
+        templates_digest=templates_digest,
+        digests=_PENDING,
+    )
+    # The digests are of the record of this very object; set once, before anyone sees it
+    # (dataclasses.replace would build the whole object a second time).
+    object.__setattr__(host, "digests", _digests(_record(host, with_digests=False)))
+    return host
+
+
+_PENDING = Digests("", "", "")

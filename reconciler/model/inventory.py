@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -144,6 +144,9 @@ class Inventory:
         default_factory=lambda: ipam.Allocation({}, (), ())
     )
     seniority: tuple[str, ...] = ()  # server names, most senior first (IPAM order)
+    # Server name -> its memo entry (desired_hosts reuses hosts built from the same inputs).
+    built: Mapping[str, Built] = field(default_factory=lambda: _EMPTY, compare=False,
+                                       repr=False)
 
     @property
     def templates_digest(self) -> str:
@@ -154,10 +157,40 @@ class Inventory:
 
 
 @dataclass(slots=True)
+class Parsed:
+    """One file's parse, secret scan and schema check (a :data:`ParseCache` entry), and the
+    models built from it. Everything here is a pure function of the file's kind, path and bytes
+    (``built``: and of the context key it is stored under), so sharing it is exact."""
+
+    text: str
+    data: Any
+    problems: tuple[Problem, ...]
+    ok: bool
+    built: dict[Any, Built] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Built:
+    """What a file's checks produced in one context: the model (a Server, or the subnets or
+    profiles tables), the problems the checks added, and desired hosts derived from it (keyed by
+    assigned addresses and templates digest; see :func:`reconciler.model.desired_hosts`)."""
+
+    model: Any
+    problems: tuple[Problem, ...]
+    hosts: dict[Any, Any] = field(default_factory=dict)
+
+
+# (kind, path, bytes) -> Parsed. Share one between calls (two revisions) to parse, check and
+# build each distinct file once.
+ParseCache = dict[tuple[str, str, bytes], Parsed]
+
+
+@dataclass(slots=True)
 class _Run:
     """Mutable state of one parse (problems, per-file docs)."""
 
     docs: dict[str, Document] = field(default_factory=dict)
+    entries: dict[str, Parsed] = field(default_factory=dict)
     rejected: set[str] = field(default_factory=set)
     loose: list[Problem] = field(default_factory=list)
     cache: ParseCache = field(default_factory=dict)
@@ -180,9 +213,6 @@ def _image(raw: Mapping[str, Any] | None) -> Image | None:
     return Image(raw["url"], raw["sha256"]) if raw else None
 
 
-ParseCache = dict[tuple[str, str, bytes], tuple[Any, tuple[Problem, ...], bool]]
-
-
 def _load_doc(run: _Run, files: Mapping[str, bytes], name: str, kind: str) -> Document | None:
     """Parse, secret scan and schema check one file (memoized on its path and content)."""
     raw = files.get(name)
@@ -190,20 +220,33 @@ def _load_doc(run: _Run, files: Mapping[str, bytes], name: str, kind: str) -> Do
         run.loose.append(Problem(name, None, "", "file is missing"))
         return None
     key = (kind, name, raw)
-    hit = run.cache.get(key)
-    if hit is not None:
-        data, problems, ok = hit
-        doc = Document(name, raw.decode("utf-8", "replace"), data, list(problems))
-        run.docs[name] = doc
-        return doc if ok else None
-    doc = parse(name, raw)
+    entry = run.cache.get(key)
+    if entry is not None:
+        doc = Document(name, entry.text, entry.data, list(entry.problems))
+    else:
+        doc = parse(name, raw)
+        ok = not doc.problems
+        if ok:
+            hide = frozenset(schema.find_secrets(doc))
+            ok = schema.validate(doc, kind, hide=hide) and not hide
+        entry = run.cache[key] = Parsed(doc.text, doc.data, tuple(doc.problems), ok)
     run.docs[name] = doc
-    ok = not doc.problems
-    if ok:
-        hide = frozenset(schema.find_secrets(doc))
-        ok = schema.validate(doc, kind, hide=hide) and not hide
-    run.cache[key] = (doc.data, tuple(doc.problems), ok)
-    return doc if ok else None
+    run.entries[name] = entry
+    return doc if entry.ok else None
+
+
+def _built(run: _Run, doc: Document, context: Any, build: Callable[..., Any], *args: Any) -> Built:
+    """``build(*args)`` once per file content and ``context`` (a key for everything else
+    ``build`` reads); the problems it adds to ``doc`` are replayed on a memo hit."""
+    entry = run.entries[doc.file]
+    done = entry.built.get(context)
+    if done is None:
+        before = len(doc.problems)
+        model = build(*args)
+        done = entry.built[context] = Built(model, tuple(doc.problems[before:]))
+    else:
+        doc.problems.extend(done.problems)
+    return done
 
 
 def _subnets(doc: Document) -> dict[str, Subnet]:
@@ -398,15 +441,18 @@ def parse_inventory(
     arts: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
     sdoc = _load_doc(run, files, SUBNETS_FILE, "subnets")
     if sdoc is not None:
-        subnets = _subnets(sdoc)
+        subnets = _built(run, sdoc, (), _subnets, sdoc).model
     pdoc = _load_doc(run, files, PROFILES_FILE, "profiles")
     if pdoc is not None:
-        profiles, arts = _profiles(pdoc)
+        profiles, arts = _built(run, pdoc, (), _profiles, pdoc).model
     declared: dict[str, frozenset[str] | None] = {
         "subnets": _declared(run, SUBNETS_FILE, "subnets"),
         "profiles": _declared(run, PROFILES_FILE, "profiles"),
     }
 
+    # A server is built from its file and these two; their bytes key the memo of _server.
+    context = (files.get(SUBNETS_FILE), files.get(PROFILES_FILE))
+    memo: dict[str, Built] = {}
     by_path = server_files(files)
     by_name: dict[str, list[str]] = {}
     for path, name in by_path.items():
@@ -429,11 +475,12 @@ def parse_inventory(
         if doc is None:
             run.rejected.add(name)
             continue
-        server = _server(doc, name, subnets, profiles, arts, declared)
-        if server is None:
+        built = _built(run, doc, context, _server, doc, name, subnets, profiles, arts, declared)
+        if built.model is None:
             run.rejected.add(name)
         else:
-            servers[name] = server
+            servers[name] = built.model
+            memo[name] = built
 
     rank = seniority or {}
     order = sorted(servers, key=lambda n: (rank.get(n, 1 << 62), n))
@@ -478,6 +525,7 @@ def parse_inventory(
         templates=MappingProxyType(templates),
         allocation=allocation,
         seniority=tuple(n for n in order if n in servers),
+        built=MappingProxyType({n: memo[n] for n in servers}),
     )
     return inventory, sort_problems(problems)
 
