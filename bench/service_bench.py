@@ -360,9 +360,11 @@ def bench_download(svc: ServiceProcess, work: Path, initramfs: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("which", nargs="*", choices=["latency", "download", "checkins"],
-                        default=[])  # fmt: skip
-    which = parser.parse_args().which or ["latency", "download", "checkins"]
+    parts = ["latency", "download", "checkins"]
+    parser.add_argument("which", nargs="*", help=f"any of {', '.join(parts)} (default: all)")
+    which = parser.parse_args().which or parts
+    if unknown := set(which) - set(parts):
+        parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
     with tempfile.TemporaryDirectory(prefix="service-bench-") as tmp:
         work = Path(tmp)
         images = base_images(work / "images", "amd64", kernel=kernel(),

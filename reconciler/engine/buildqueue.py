@@ -12,6 +12,7 @@ when it is submitted again. State transitions are listed in ``reconciler.adapter
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import uuid
@@ -74,17 +75,18 @@ class BaseArtifacts:
 
 def resolve_base(images: Path, req: BuildRequest) -> BaseArtifacts:
     """``images/<arch>/<name>`` for kernel and initramfs; InputError names the missing one."""
-    arch_dir = images / req.architecture
+    # Plain os.path: this runs on every (re)submission, and pathlib costs more than the stat.
+    arch_dir = os.path.join(images, req.architecture)
     found = {}
     for field, name in (("kernel", req.kernel), ("initramfs", req.initramfs)):
-        path = arch_dir / name
+        path = os.path.join(arch_dir, name)
         # request.py already refuses '/', '.', '..': the name cannot leave arch_dir.
-        if not path.is_file():
+        if not os.path.isfile(path):
             raise InputError(
                 f"{field}: {name!r} is not a base artifact for architecture {req.architecture}",
-                hint=f"available: {', '.join(available(arch_dir)) or 'none'}",
+                hint=f"available: {', '.join(available(Path(arch_dir))) or 'none'}",
             )
-        found[field] = path
+        found[field] = Path(path)
     return BaseArtifacts(found["kernel"], found["initramfs"])
 
 

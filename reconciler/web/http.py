@@ -7,6 +7,7 @@ the field it is about (``addresses[1]: 'x' is not an IP address``) so a client c
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from flask import Response, current_app, request
@@ -15,6 +16,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from reconciler.errors import InputError
 
 JSON = "application/json"
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class HttpError(Exception):
@@ -72,7 +74,8 @@ def json_body() -> Any:
         value = json.loads(text, parse_constant=_reject_constant)
         # Lone surrogates (\ud800) decode in Python but cannot be encoded again as UTF-8:
         # refuse them here rather than fail later while hashing or writing the request.
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        if _SURROGATE_ESCAPE.search(text):
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeError:
         raise HttpError(400, "request body: not valid JSON: unpaired surrogate escape") from None
     except (ValueError, RecursionError) as exc:
