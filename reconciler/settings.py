@@ -231,8 +231,9 @@ def load_settings(
 def _default_base(scheme: str, hostport: HostPort) -> str:
     host = hostport.host
     if host in ("0.0.0.0", "::", ""):
-        # A wildcard is not an address a BMC can fetch from: use this host's name.
-        host = socket.getfqdn()
+        # A wildcard is not an address a BMC can fetch from: use this host's name (no DNS
+        # lookup at start; set public_url when BMCs need an address or another name).
+        host = socket.gethostname()
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{hostport.port}"
