@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -130,6 +131,7 @@ class BuildQueue:
         self._queue: Queue[_Item | None] = Queue()
         self._waiting = 0
         self._threads: list[threading.Thread] = []
+        self._stopping = False
 
     # -- lifecycle --
 
@@ -166,11 +168,12 @@ class BuildQueue:
         Workers are daemon threads: a build still running at the deadline dies with the
         process and is run again on the next start (its record still says running).
         """
+        self._stopping = True  # builds still waiting stay pending: the next start runs them
         for _ in self._threads:
             self._queue.put(None)
-        deadline = now().timestamp() + timeout
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(max(0.0, deadline - now().timestamp()))
+            thread.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
 
     # -- API used by the handlers --
@@ -219,6 +222,10 @@ class BuildQueue:
     def waiting(self) -> int:
         return self._waiting
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
     # -- internals --
 
     def _enqueue(self, record: BuildRecord) -> None:
@@ -243,7 +250,7 @@ class BuildQueue:
     def _work(self) -> None:
         while True:
             item = self._queue.get()
-            if item is None:
+            if item is None or self._stopping:
                 return
             with self._lock:
                 self._waiting -= 1

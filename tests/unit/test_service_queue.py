@@ -192,3 +192,20 @@ def test_more_interrupted_builds_than_the_queue_holds_fail(tmp_path: Path) -> No
         assert all(r and r.error and "queue was full" in r.error for r in failed)
     finally:
         h.stop()
+
+
+def test_stop_leaves_waiting_builds_pending_for_the_next_start(h: Harness) -> None:
+    h.builder.gate = threading.Event()
+    running, _ = h.queue.submit(REQUEST)
+    assert h.builder.started.wait(10)
+    waiting, _ = h.queue.submit(dict(REQUEST, cmdline="waiting"))
+    result: list[bool] = []
+    stopper = threading.Thread(target=lambda: result.append(h.queue.stop(10)))
+    stopper.start()
+    wait_until(lambda: h.queue.stopping)
+    h.builder.gate.set()  # the running build ends only after the stop began
+    stopper.join(10)
+    assert result == [True]
+    assert h.state(running.id) == COMPLETED  # the running build was allowed to finish
+    assert h.state(waiting.id) == PENDING  # the waiting one was not started
+    assert h.builder.calls == [running.id]
