@@ -4,7 +4,7 @@ Two cheroot servers share the Flask app in one process (gunicorn applies TLS to 
 waitress has no TLS: ../shared/LAB.md). Artifact bodies (:class:`FileRange`) bypass cheroot's
 buffered writer: ``socket.sendfile`` on plain HTTP, large direct writes under TLS. That uses
 cheroot internals (``req.conn.socket``, ``req.ensure_headers_sent``): cheroot is pinned in
-pyproject.toml and tests/integration/test_service_artifacts.py checks the bytes.
+pyproject.toml and tests/integration/test_service_live.py checks the bytes on both listeners.
 
 :meth:`DualServer.stop` stops accepting, lets running requests finish and gives up at a
 deadline (cheroot's own stop waits without bound for a download in progress).
