@@ -26,6 +26,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import jinja2
@@ -78,37 +79,56 @@ _YAML11_WORDS = frozenset(
 
 
 def _scalar(value: Any) -> str:
-    if value is None:
+    if type(value) is str:  # the common case first: exact types skip the isinstance chain
+        text = value
+    elif value is None:
         return "null"
-    if value is True or value is False:
+    elif value is True or value is False:
         return "true" if value else "false"
-    if isinstance(value, int | float):
+    elif isinstance(value, int | float):
         return json.dumps(value)
-    text = str(value)
+    else:
+        text = str(value)
     if _PLAIN.match(text) and text.lower() not in _YAML11_WORDS:
         return text
     # A JSON string is a valid YAML double-quoted scalar with the same value.
     return json.dumps(text, ensure_ascii=False)
 
 
+# Exact types answer without the Mapping ABC's (slow) isinstance check.
+_MAPPINGS = frozenset((dict, MappingProxyType))
+_NOT_MAPPINGS = frozenset((str, int, float, bool, type(None), list, tuple))
+
+
+def _is_mapping(value: Any) -> bool:
+    kind = type(value)
+    if kind in _MAPPINGS:
+        return True
+    return kind not in _NOT_MAPPINGS and isinstance(value, Mapping)
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, list | tuple)
+
+
 def _emit(value: Any, indent: str, out: list[str]) -> None:
-    if isinstance(value, Mapping):
+    if _is_mapping(value):
         for key, sub in value.items():
             head = f"{indent}{_scalar(key)}:"
-            if isinstance(sub, Mapping | list | tuple) and sub:
+            if sub and (_is_mapping(sub) or _is_sequence(sub)):
                 out.append(head + "\n")
                 _emit(sub, indent + "  ", out)
             else:
                 out.append(f"{head} {_empty_or_scalar(sub)}\n")
     else:
         for item in value:
-            if isinstance(item, Mapping) and item:
+            if item and _is_mapping(item):
                 # "- key: value" with the rest of the mapping aligned under the key.
                 sub_out: list[str] = []
                 _emit(item, indent + "  ", sub_out)
                 out.append(indent + "- " + sub_out[0][len(indent) + 2:])
                 out.extend(sub_out[1:])
-            elif isinstance(item, list | tuple) and item:
+            elif item and _is_sequence(item):
                 out.append(f"{indent}-\n")
                 _emit(item, indent + "  ", out)
             else:
@@ -116,9 +136,11 @@ def _emit(value: Any, indent: str, out: list[str]) -> None:
 
 
 def _empty_or_scalar(value: Any) -> str:
-    if isinstance(value, Mapping):
+    if type(value) is str:
+        return _scalar(value)
+    if _is_mapping(value):
         return "{}"
-    if isinstance(value, list | tuple):
+    if _is_sequence(value):
         return "[]"
     return _scalar(value)
 
@@ -126,7 +148,7 @@ def _empty_or_scalar(value: Any) -> str:
 def _to_yaml(value: Any) -> str:
     """Block-style YAML for plain data (mappings, lists, scalars); a fast, exact subset of what
     yaml.safe_dump writes, proven by a round-trip test against yaml.safe_load."""
-    if not isinstance(value, Mapping | list | tuple) or not value:
+    if not value or not (_is_mapping(value) or _is_sequence(value)):
         return _empty_or_scalar(value) + "\n"
     out: list[str] = []
     _emit(value, "", out)
@@ -159,7 +181,7 @@ class Renderer:
         self._templates = {}
         for name in TEMPLATE_NAMES:
             try:
-                self._templates[name] = self._env.get_template(name)
+                template = self._env.get_template(name)
             except jinja2.TemplateNotFound:
                 raise InputError(f"template {name} not found in {base}") from None
             except jinja2.TemplateSyntaxError as exc:
@@ -167,6 +189,11 @@ class Renderer:
                 raise InputError(
                     f"{where}:{exc.lineno}: template syntax error: {exc.message}"
                 ) from None
+            # Every render copies the template's globals into a new context; Jinja keeps them
+            # as a ChainMap over the environment's, which copies key by key in Python. Ours never
+            # change after _environment() returns, so a flat dict holds the same names.
+            template.globals = dict(template.globals)
+            self._templates[name] = template
 
     def _render(self, name: str, context: Mapping[str, Any]) -> str:
         try:

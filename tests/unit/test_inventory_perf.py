@@ -2,14 +2,19 @@
 
 - the parse/build memo shared between revisions (``parse_inventory(cache=)``) and the desired
   hosts reused from it;
-- digests assembled from per-field JSON equal the canonical JSON of the whole record.
+- digests assembled from per-field JSON equal the canonical JSON of the whole record;
+- the renderer's to_yaml with exact-type shortcuts writes what the ABC-checking one wrote.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import random
+from collections import OrderedDict
+from collections.abc import Mapping
 from datetime import date
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -17,6 +22,7 @@ import pytest
 from reconciler.model import desired_hosts, parse_inventory
 from reconciler.model.desired import BUILD_FIELDS, PROVISION_FIELDS, DesiredHost
 from reconciler.plan.inventory_diff import diff_inventories, to_record
+from reconciler.render.renderer import _PLAIN, _YAML11_WORDS, _to_yaml
 from tests.fixtures.inventory import PROFILES, example_files, files, server
 from tests.unit.test_inventory_validate import CORPUS
 
@@ -136,3 +142,91 @@ def test_corpus_problems_are_replayed_from_the_cache(case: str) -> None:
     second = parse_inventory(contents, cache=cache)
     assert first == cold
     assert second == cold
+
+
+# The renderer's to_yaml before its type shortcuts (isinstance against the ABCs throughout):
+# the fast version must write exactly the same text.
+def _ref_scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    text = str(value)
+    if _PLAIN.match(text) and text.lower() not in _YAML11_WORDS:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _ref_emit(value: Any, indent: str, out: list[str]) -> None:
+    if isinstance(value, Mapping):
+        for key, sub in value.items():
+            head = f"{indent}{_ref_scalar(key)}:"
+            if isinstance(sub, Mapping | list | tuple) and sub:
+                out.append(head + "\n")
+                _ref_emit(sub, indent + "  ", out)
+            else:
+                out.append(f"{head} {_ref_empty_or_scalar(sub)}\n")
+    else:
+        for item in value:
+            if isinstance(item, Mapping) and item:
+                sub_out: list[str] = []
+                _ref_emit(item, indent + "  ", sub_out)
+                out.append(indent + "- " + sub_out[0][len(indent) + 2:])
+                out.extend(sub_out[1:])
+            elif isinstance(item, list | tuple) and item:
+                out.append(f"{indent}-\n")
+                _ref_emit(item, indent + "  ", out)
+            else:
+                out.append(f"{indent}- {_ref_empty_or_scalar(item)}\n")
+
+
+def _ref_empty_or_scalar(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "{}"
+    if isinstance(value, list | tuple):
+        return "[]"
+    return _ref_scalar(value)
+
+
+def _ref_to_yaml(value: Any) -> str:
+    if not isinstance(value, Mapping | list | tuple) or not value:
+        return _ref_empty_or_scalar(value) + "\n"
+    out: list[str] = []
+    _ref_emit(value, "", out)
+    return "".join(out)
+
+
+class _Str(str):
+    pass
+
+
+def _random_value(rng: random.Random, depth: int) -> Any:
+    leaves: list[Any] = [None, True, False, 0, -7, 3.5, float("inf"), "", "plain", "yes", "No",
+                         "a: b", "#x", "- y", "multi\nline", "ünï", "12", "0x1f", "~", "null",
+                         date(2024, 5, 6), _Str("sub"), b"raw"]
+    if depth <= 0 or rng.random() < 0.35:
+        return rng.choice(leaves)
+    kind = rng.randrange(6)
+    items = [_random_value(rng, depth - 1) for _ in range(rng.randrange(4))]
+    keys = [rng.choice(["k", "runcmd", "true", "1", "a b", "x-y", "é"]) + str(i)
+            for i in range(len(items))]
+    if kind == 0:
+        return dict(zip(keys, items, strict=True))
+    if kind == 1:
+        return MappingProxyType(dict(zip(keys, items, strict=True)))
+    if kind == 2:
+        return OrderedDict(zip(keys, items, strict=True))
+    if kind == 3:
+        return tuple(items)
+    if kind == 4:
+        return {rng.randrange(5): v for v in items}  # non-string keys
+    return items
+
+
+def test_to_yaml_writes_exactly_what_the_reference_writes() -> None:
+    rng = random.Random(1234)
+    for _ in range(3000):
+        value = _random_value(rng, 4)
+        assert _to_yaml(value) == _ref_to_yaml(value), value
