@@ -129,9 +129,9 @@ def test_checkins_survive_a_restart(tmp_path: Path) -> None:
         record = again.get("uuid-1")
         assert record is not None and record.addresses == ("10.0.0.1", "fe80::1")
         assert again.get("odd/../id\u00e9\n") is not None and again.get("gone") is None
-        assert [p.name for p in tmp_path.iterdir()] == ["checkins.jsonl"]
+        assert [p.name for p in tmp_path.iterdir()] == [again.path.name]  # one snapshot
         assert again.purge() == 2
-        assert (tmp_path / "checkins.jsonl").read_text() == ""
+        assert again.path.read_text() == ""
     finally:
         again.close()
         store.close()
@@ -165,12 +165,16 @@ def test_concurrent_checkin_updates_share_writes(tmp_path: Path) -> None:
 
 
 def test_unreadable_checkin_lines_are_skipped(tmp_path: Path) -> None:
-    (tmp_path / "checkins.jsonl").write_text(
-        '{"id": "a", "addresses": [], "timestamp": "2026-01-01T00:00:00Z"}\nnot json\n'
-    )
+    line = '{{"id": "{}", "addresses": [], "timestamp": "2026-01-01T00:00:00Z"}}\n'
+    (tmp_path / "checkins-0000000000000003.jsonl").write_text(line.format("old"))
+    # The newest generation wins; an older one left by a crash before its unlink goes.
+    (tmp_path / "checkins-000000000000000a.jsonl").write_text(line.format("a") + "not json\n")
     store = CheckinStore(tmp_path)
     store.open()
     try:
         assert store.get("a") is not None and len(list(store)) == 1
+        assert [p.name for p in tmp_path.iterdir()] == ["checkins-000000000000000a.jsonl"]
+        store.register("b")
+        assert [p.name for p in tmp_path.iterdir()] == ["checkins-000000000000000b.jsonl"]
     finally:
         store.close()
