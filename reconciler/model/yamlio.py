@@ -1,7 +1,9 @@
 """YAML in, with line numbers, duplicate keys and syntax errors as problems.
 
-Parsing uses libyaml (``CSafeLoader``) for speed. Lines are needed only for files that have
-problems, so the node tree is composed a second time, lazily, by :class:`Locator`.
+Simple files (nearly all of them) are read by :func:`fast_load`, a line reader for an
+unambiguous subset of block YAML; anything else is parsed by libyaml (``CSafeLoader``). Lines
+are needed only for files that have problems, so the node tree is composed a second time,
+lazily, by :meth:`Document.line`.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ def parse(file: str, raw: bytes) -> Document:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Document(file, "", problems=[Problem(file, None, "", f"not UTF-8: {exc.reason}")])
+    data = fast_load(text)
+    if data is not _NOT_SIMPLE:
+        return Document(file, text, data)
     doc = Document(file, text)
     loader = _CheckingLoader(text)
     try:
@@ -202,3 +207,196 @@ def _duplicate_paths(text: str) -> dict[int, tuple[str | int, ...]]:
     if node is not None:
         walk(node, ())
     return found
+
+
+# --- Fast path -------------------------------------------------------------------------------
+# Almost every inventory file is plain block YAML: `key: value` lines, `- ` items, quoted
+# strings without escapes, one-line flow lists. For those a line-by-line reader in Python is
+# several times faster than libyaml's composer (which builds a node and resolves a tag in
+# Python for every scalar). It accepts only a subset whose meaning is unambiguous and returns
+# _NOT_SIMPLE for anything else -- anchors, tags, block scalars, escapes, continuation lines,
+# flow mappings, tabs, odd characters, duplicate keys, non-string keys, any scalar that is not
+# a string, a decimal integer, a boolean or null -- and the file goes through libyaml as before.
+# Tags are resolved by PyYAML's own implicit resolver table, exactly as the loader does.
+
+
+class _NotSimple(Exception):
+    pass
+
+
+_NOT_SIMPLE: Any = object()
+# Characters libyaml accepts, minus tab, CR and the YAML 1.1 line breaks (NEL, LS, PS), which
+# the line reader does not interpret.
+_ODD = re.compile("[^\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd"
+                  "\U00010000-\U0010ffff]")
+_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_.-]*):(?: +(.*))?$")
+# A plain scalar in block context: no indicator first, ': ' and ' #' never inside, no brackets.
+_PLAIN_BLOCK = re.compile(r"(?:[A-Za-z0-9_./~(+$=^]|[-?:](?=\S))"
+                          r"(?:[^\s:#\[\]{}]|:(?=\S)|(?<=\S)#| +(?=[^\s#]))*")
+_DOUBLE = re.compile(r'"([^"\\]*)"')
+_SINGLE = re.compile(r"'([^']*)'")
+_FLOW_ITEM = re.compile(r'\s*(?:"([^"\\]*)"|\'([^\']*)\'|([A-Za-z0-9_./~(+$=^][^,\[\]{}#:"\']*?))'
+                        r'\s*(,|\])')
+
+
+def _plain(value: str) -> Any:
+    """A plain scalar's value, resolved as PyYAML resolves it; only str, decimal int, bool and
+    null are taken here."""
+    table = _CheckingLoader.yaml_implicit_resolvers  # what the loader itself would use
+    tag = _STR
+    for candidate, regexp in table.get(value[0], []) + table.get(None, []):
+        if regexp.match(value):
+            tag = candidate
+            break
+    if tag == _STR:
+        return value
+    if tag == _NULL:
+        return None
+    if tag == _BOOL:
+        return _BOOL_VALUES[value.lower()]
+    if tag == _INT and _DECIMAL.match(value):
+        return int(value)
+    raise _NotSimple
+
+
+_BOOL_VALUES: dict[str, bool] = yaml.constructor.SafeConstructor.bool_values
+
+
+def _uncomment(rest: str) -> str:
+    cut = rest.find(" #")
+    return (rest if cut < 0 else rest[:cut]).rstrip(" ")
+
+
+def _scalar(rest: str) -> Any:
+    """The value after `key: ` or `- ` on one line (comment allowed after it)."""
+    first = rest[0]
+    if first == '"' or first == "'":
+        m = (_DOUBLE if first == '"' else _SINGLE).match(rest)
+        if m is None:
+            raise _NotSimple
+        tail = rest[m.end():].lstrip(" ")
+        if tail and tail[0] != "#" or (tail and rest[m.end()] != " "):
+            raise _NotSimple
+        return m.group(1)
+    if first == "[":
+        return _flow_list(rest)
+    text = _uncomment(rest)
+    if not _PLAIN_BLOCK.fullmatch(text):
+        raise _NotSimple
+    return _plain(text)
+
+
+def _flow_list(rest: str) -> list[Any]:
+    out: list[Any] = []
+    pos = 1
+    if rest[1:].lstrip(" ").startswith("]"):
+        pos = rest.index("]") + 1
+    else:
+        while True:
+            m = _FLOW_ITEM.match(rest, pos)
+            if m is None:
+                raise _NotSimple
+            double, single, plain = m.group(1, 2, 3)
+            if plain is not None:
+                out.append(_plain(plain))
+            else:
+                out.append(double if double is not None else single)
+            pos = m.end()
+            if m.group(4) == "]":
+                break
+            if rest[pos:].lstrip(" ").startswith("]"):
+                raise _NotSimple  # a trailing comma
+    tail = rest[pos:]
+    if tail.strip(" ") and not (tail[0] == " " and tail.lstrip(" ").startswith("#")):
+        raise _NotSimple
+    return out
+
+
+def _lines(text: str) -> list[list[Any]]:
+    """Significant lines as [indent, content]; comments and blank lines dropped."""
+    out = []
+    for line in text.split("\n"):
+        content = line.lstrip(" ")
+        if not content or content[0] == "#":
+            continue
+        out.append([len(line) - len(content), content.rstrip(" ")])
+    return out
+
+
+def _block(lines: list[list[Any]], i: int, indent: int) -> tuple[Any, int]:
+    content = lines[i][1]
+    if content == "-" or content.startswith("- "):
+        return _sequence(lines, i, indent)
+    return _mapping(lines, i, indent)
+
+
+def _value_after(lines: list[list[Any]], i: int, indent: int) -> int:
+    """After a one-line value at ``indent``: the next line must not be more indented."""
+    if i < len(lines) and lines[i][0] > indent:
+        raise _NotSimple
+    return i
+
+
+def _mapping(lines: list[list[Any]], i: int, indent: int) -> tuple[dict[str, Any], int]:
+    out: dict[str, Any] = {}
+    n = len(lines)
+    while i < n and lines[i][0] == indent:
+        m = _KEY.match(lines[i][1])
+        if m is None:
+            if lines[i][1].startswith("- ") or lines[i][1] == "-":
+                break  # a sequence at the same indent as its parent key's siblings ends here
+            raise _NotSimple
+        key = _plain(m.group(1))
+        if type(key) is not str or key in out:
+            raise _NotSimple
+        rest = m.group(2)
+        i += 1
+        if rest is not None and rest[0] != "#":
+            out[key] = _scalar(rest)
+            i = _value_after(lines, i, indent)
+        elif i < n and lines[i][0] > indent:
+            out[key], i = _block(lines, i, lines[i][0])
+        elif i < n and lines[i][0] == indent and (lines[i][1].startswith("- ")
+                                                  or lines[i][1] == "-"):
+            out[key], i = _sequence(lines, i, indent)
+        else:
+            out[key] = None
+    return out, i
+
+
+def _sequence(lines: list[list[Any]], i: int, indent: int) -> tuple[list[Any], int]:
+    out: list[Any] = []
+    n = len(lines)
+    while i < n and lines[i][0] == indent and lines[i][1].startswith("- "):
+        inner = lines[i][1][2:]
+        item = inner.lstrip(" ")
+        if not item or item[0] in "-#":
+            raise _NotSimple
+        if _KEY.match(item):
+            # "- key: value": a mapping whose keys line up with this first key.
+            col = indent + 2 + len(inner) - len(item)
+            lines[i] = [col, item]
+            value, i = _mapping(lines, i, col)
+            out.append(value)
+            if i < n and lines[i][0] > indent:
+                raise _NotSimple
+        else:
+            out.append(_scalar(item))
+            i = _value_after(lines, i + 1, indent)
+    if i < n and lines[i][0] == indent and lines[i][1] == "-":
+        raise _NotSimple
+    return out, i
+
+
+def fast_load(text: str) -> Any:
+    """The data of a simple document, or ``_NOT_SIMPLE`` (then use libyaml)."""
+    if _ODD.search(text):
+        return _NOT_SIMPLE
+    lines = _lines(text)
+    if not lines:
+        return _NOT_SIMPLE
+    try:
+        data, end = _block(lines, 0, lines[0][0])
+    except (_NotSimple, IndexError):
+        return _NOT_SIMPLE
+    return data if end == len(lines) else _NOT_SIMPLE
