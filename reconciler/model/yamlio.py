@@ -233,6 +233,7 @@ _KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_.-]*):(?: +(.*))?$")
 # A plain scalar in block context: no indicator first, ': ' and ' #' never inside, no brackets.
 _PLAIN_BLOCK = re.compile(r"(?:[A-Za-z0-9_./~(+$=^]|[-?:](?=\S))"
                           r"(?:[^\s:#\[\]{}]|:(?=\S)|(?<=\S)#| +(?=[^\s#]))*")
+_PLAIN_SIMPLE = re.compile(r"[A-Za-z0-9_./~(+$=^][A-Za-z0-9_./~()+$=^@,-]*")
 _DOUBLE = re.compile(r'"([^"\\]*)"')
 _SINGLE = re.compile(r"'([^']*)'")
 _FLOW_ITEM = re.compile(r'\s*(?:"([^"\\]*)"|\'([^\']*)\'|([A-Za-z0-9_./~(+$=^][^,\[\]{}#:"\']*?))'
@@ -241,7 +242,24 @@ _FLOW_ITEM = re.compile(r'\s*(?:"([^"\\]*)"|\'([^\']*)\'|([A-Za-z0-9_./~(+$=^][^
 
 def _plain(value: str) -> Any:
     """A plain scalar's value, resolved as PyYAML resolves it; only str, decimal int, bool and
-    null are taken here."""
+    null are taken here. Memoized: keys and most values repeat from file to file."""
+    got = _RESOLVED.get(value, _NOT_SIMPLE)
+    if got is _NOT_SIMPLE:
+        got = _resolve(value)
+        if len(_RESOLVED) >= _RESOLVED_MAX:
+            _RESOLVED.clear()
+        _RESOLVED[value] = got
+    if got is _REFUSED:
+        raise _NotSimple
+    return got
+
+
+_REFUSED: Any = object()
+_RESOLVED: dict[str, Any] = {}
+_RESOLVED_MAX = 20_000
+
+
+def _resolve(value: str) -> Any:
     table = _CheckingLoader.yaml_implicit_resolvers  # what the loader itself would use
     tag = _STR
     for candidate, regexp in table.get(value[0], []) + table.get(None, []):
@@ -256,7 +274,7 @@ def _plain(value: str) -> Any:
         return _BOOL_VALUES[value.lower()]
     if tag == _INT and _DECIMAL.match(value):
         return int(value)
-    raise _NotSimple
+    return _REFUSED
 
 
 _BOOL_VALUES: dict[str, bool] = yaml.constructor.SafeConstructor.bool_values
@@ -280,6 +298,8 @@ def _scalar(rest: str) -> Any:
         return m.group(1)
     if first == "[":
         return _flow_list(rest)
+    if _PLAIN_SIMPLE.fullmatch(rest):  # no spaces, colons or '#': nothing to cut or check
+        return _plain(rest)
     text = _uncomment(rest)
     if not _PLAIN_BLOCK.fullmatch(text):
         raise _NotSimple
@@ -312,15 +332,14 @@ def _flow_list(rest: str) -> list[Any]:
     return out
 
 
+# A significant line: its indentation and its content without trailing spaces (blank lines and
+# comment lines do not match).
+_LINE = re.compile(r"^( *)([^ #\n](?:[^\n]*[^ \n])?) *$", re.M)
+
+
 def _lines(text: str) -> list[list[Any]]:
     """Significant lines as [indent, content]; comments and blank lines dropped."""
-    out = []
-    for line in text.split("\n"):
-        content = line.lstrip(" ")
-        if not content or content[0] == "#":
-            continue
-        out.append([len(line) - len(content), content.rstrip(" ")])
-    return out
+    return [[len(pad), content] for pad, content in _LINE.findall(text)]
 
 
 def _block(lines: list[list[Any]], i: int, indent: int) -> tuple[Any, int]:
@@ -340,20 +359,24 @@ def _value_after(lines: list[list[Any]], i: int, indent: int) -> int:
 def _mapping(lines: list[list[Any]], i: int, indent: int) -> tuple[dict[str, Any], int]:
     out: dict[str, Any] = {}
     n = len(lines)
-    while i < n and lines[i][0] == indent:
-        m = _KEY.match(lines[i][1])
+    while i < n:
+        depth, content = lines[i]
+        if depth != indent:
+            break
+        m = _KEY.match(content)
         if m is None:
-            if lines[i][1].startswith("- ") or lines[i][1] == "-":
+            if content.startswith("- ") or content == "-":
                 break  # a sequence at the same indent as its parent key's siblings ends here
             raise _NotSimple
-        key = _plain(m.group(1))
+        name, rest = m.groups()
+        key = _plain(name)
         if type(key) is not str or key in out:
             raise _NotSimple
-        rest = m.group(2)
         i += 1
         if rest is not None and rest[0] != "#":
-            out[key] = _scalar(rest)
-            i = _value_after(lines, i, indent)
+            out[key] = _plain(rest) if _PLAIN_SIMPLE.fullmatch(rest) else _scalar(rest)
+            if i < n and lines[i][0] > indent:
+                raise _NotSimple  # a continuation line, or an error: libyaml decides
         elif i < n and lines[i][0] > indent:
             out[key], i = _block(lines, i, lines[i][0])
         elif i < n and lines[i][0] == indent and (lines[i][1].startswith("- ")
