@@ -166,17 +166,46 @@ _SECRET_VALUES: tuple[tuple[re.Pattern[str], str], ...] = (
 _SECRET_HINT = "keep secrets out of the repository; name a credentials reference instead"
 
 
+def _secret_key(key: str) -> bool:
+    hit = _SECRET_KEYS_SEEN.get(key)
+    if hit is None:
+        hit = bool(_SECRET_KEY.match(key))
+        if len(_SECRET_KEYS_SEEN) >= 4096:
+            _SECRET_KEYS_SEEN.clear()
+        _SECRET_KEYS_SEEN[key] = hit
+    return hit
+
+
+_SECRET_KEYS_SEEN: dict[str, bool] = {}  # keys repeat in every file: match each once
+
+
 def find_secrets(doc: Document) -> set[tuple[str | int, ...]]:
     """Report values that look like passwords; return their paths so nothing echoes them."""
     found: set[tuple[str | int, ...]] = set()
 
     def walk(value: Any, path: tuple[str | int, ...]) -> None:
-        if isinstance(value, dict):
+        kind = type(value)
+        if kind is str:
+            # Both value patterns contain a literal '@' or '-----BEGIN ': most strings have
+            # neither and skip the regular expressions.
+            if "@" in value or "-----BEGIN " in value:
+                for pattern, label in _SECRET_VALUES:
+                    if pattern.search(value):
+                        found.add(path)
+                        doc.problems.append(
+                            doc.problem(path, f"looks like {label}: {_SECRET_HINT}"))
+                        return
+            if ":" in value and path[-2:] == ("bmc", "credentials"):
+                found.add(path)
+                doc.problems.append(
+                    doc.problem(path, f"looks like 'user:password': {_SECRET_HINT}")
+                )
+        elif kind is dict or (kind is not list and isinstance(value, dict)):
             for key, sub in value.items():
                 sub_path = (*path, str(key))
                 if (
                     isinstance(key, str)
-                    and _SECRET_KEY.match(key)
+                    and _secret_key(key)
                     and sub not in (None, "", [], {})
                     and not isinstance(sub, bool)
                 ):
@@ -189,17 +218,8 @@ def find_secrets(doc: Document) -> set[tuple[str | int, ...]]:
         elif isinstance(value, list):
             for index, item in enumerate(value):
                 walk(item, (*path, index))
-        elif isinstance(value, str):
-            for pattern, label in _SECRET_VALUES:
-                if pattern.search(value):
-                    found.add(path)
-                    doc.problems.append(doc.problem(path, f"looks like {label}: {_SECRET_HINT}"))
-                    return
-            if path[-2:] == ("bmc", "credentials") and ":" in value:
-                found.add(path)
-                doc.problems.append(
-                    doc.problem(path, f"looks like 'user:password': {_SECRET_HINT}")
-                )
+        elif isinstance(value, str):  # a str subclass: same checks as above
+            walk(str(value), path)
 
     walk(doc.data, ())
     return found

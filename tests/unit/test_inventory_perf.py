@@ -230,3 +230,19 @@ def test_to_yaml_writes_exactly_what_the_reference_writes() -> None:
     for _ in range(3000):
         value = _random_value(rng, 4)
         assert _to_yaml(value) == _ref_to_yaml(value), value
+
+
+def test_secret_scan_still_finds_each_kind_behind_its_prefilter() -> None:
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
+    doc = server(1, cloud_init={"user_data": {
+        "write_files": [{"path": "/root/.ssh/id", "content": key}],
+        "mirror": "https://user:s3cret@mirror.example/debian",
+        "api_token": "abc", "note": "mail admin@example.org", "empty_password": ""}})
+    _, problems = parse_inventory(files({"n1": doc}))
+    text = [f"{p.path}: {p.message.split(':')[0]}" for p in problems]
+    assert sorted(text) == sorted([
+        "cloud_init.user_data.write_files[0].content: looks like a private key",
+        "cloud_init.user_data.mirror: looks like a URL with a password",
+        "cloud_init.user_data.api_token: looks like a password",
+    ])
+    assert all("s3cret" not in str(p) and "b3Blbn" not in str(p) for p in problems)
