@@ -108,38 +108,60 @@ class Allocation:
 
 
 def _fixed_reason(subnet: SubnetPlan, address: IPv4Address) -> str | None:
-    if address == subnet.network.network_address:
-        return "network address"
-    if address == subnet.network.broadcast_address:
-        return "broadcast address"
-    if address == subnet.gateway:
-        return "gateway"
-    for start, end, reason in subnet.reserved:
-        if start <= address <= end:
-            return f"reserved: {reason}" if reason else "reserved"
-    return None
+    """Why ``address`` can never be handed out in ``subnet`` (None: it can)."""
+    return _Span.of(subnet).fixed_reason(int(address))
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """A subnet as integers, so probing compares ints rather than IPv4Address objects."""
+
+    network: int
+    broadcast: int
+    gateway: int
+    reserved: tuple[tuple[int, int, str], ...]
+
+    @classmethod
+    def of(cls, subnet: SubnetPlan) -> _Span:
+        return cls(int(subnet.network.network_address), int(subnet.network.broadcast_address),
+                   int(subnet.gateway),
+                   tuple((int(a), int(b), reason) for a, b, reason in subnet.reserved))
+
+    def fixed_reason(self, address: int) -> str | None:
+        """Why ``address`` can never be handed out (None: it can)."""
+        if address == self.network:
+            return "network address"
+        if address == self.broadcast:
+            return "broadcast address"
+        if address == self.gateway:
+            return "gateway"
+        for start, end, reason in self.reserved:
+            if start <= address <= end:
+                return f"reserved: {reason}" if reason else "reserved"
+        return None
 
 
 def allocate(subnets: Mapping[str, SubnetPlan], requests: Iterable[Request]) -> Allocation:
     """Grant ``requests`` (already in seniority order). Pure and deterministic."""
-    owner: dict[tuple[str, IPv4Address], str] = {}
+    owner: dict[tuple[str, int], str] = {}
     addresses: dict[tuple[str, str], IPv4Address] = {}
     collisions: list[Collision] = []
     refusals: list[Refusal] = []
     rejected: set[str] = set()
+    spans = {name: _Span.of(plan) for name, plan in subnets.items()}
     for req in requests:
         if req.host in rejected:
             continue
         subnet = subnets[req.subnet]
         net = subnet.network
         if req.static is not None:
-            holder = owner.get((req.subnet, req.static))
+            holder = owner.get((req.subnet, int(req.static)))
             if holder is not None:
                 refusals.append(Refusal(req.host, req.interface,
                                         f"address {req.static} is already held by {holder}"))
                 rejected.add(req.host)
                 continue
-            owner[(req.subnet, req.static)] = f"host {req.host}"
+            owner[(req.subnet, int(req.static))] = f"host {req.host}"
             addresses[(req.host, req.interface)] = req.static
             continue
         size = net.num_addresses
@@ -148,29 +170,31 @@ def allocate(subnets: Mapping[str, SubnetPlan], requests: Iterable[Request]) -> 
                                     f"subnet {req.subnet} ({net}) is too small to allocate from"))
             rejected.add(req.host)
             continue
+        span = spans[req.subnet]
         start = formula_offset(req.bmc_host, req.bmc_resource_id, size)
-        span = size - 3
+        usable = size - 3
         blocked: list[Blocker] = []
-        got: IPv4Address | None = None
-        for step in range(span):
-            offset = (start - 2 + step) % span + 2
-            candidate = net.network_address + offset
-            reason = owner.get((req.subnet, candidate)) or _fixed_reason(subnet, candidate)
+        got: int | None = None
+        for step in range(usable):
+            candidate = span.network + (start - 2 + step) % usable + 2
+            reason = owner.get((req.subnet, candidate)) or span.fixed_reason(candidate)
             if reason is None:
                 got = candidate
                 break
             if len(blocked) < 8:  # enough to explain; a full reserved /16 would flood the plan
-                blocked.append(Blocker(candidate, reason))
+                blocked.append(Blocker(IPv4Address(candidate), reason))
         if got is None:
             refusals.append(Refusal(req.host, req.interface,
                                     f"subnet {req.subnet} ({net}) has no free address left"))
             rejected.add(req.host)
             continue
         owner[(req.subnet, got)] = f"host {req.host}"
-        addresses[(req.host, req.interface)] = got
+        granted = IPv4Address(got)
+        addresses[(req.host, req.interface)] = granted
         if blocked:
             collisions.append(Collision(req.host, req.interface, req.subnet,
-                                        net.network_address + start, got, tuple(blocked)))
+                                        IPv4Address(span.network + start), granted,
+                                        tuple(blocked)))
     # A rejected host must not hold addresses granted before its refusal.
     kept = {k: v for k, v in addresses.items() if k[0] not in rejected}
     return Allocation(kept, tuple(c for c in collisions if c.host not in rejected),

@@ -3,7 +3,8 @@
 - the parse/build memo shared between revisions (``parse_inventory(cache=)``) and the desired
   hosts reused from it;
 - digests assembled from per-field JSON equal the canonical JSON of the whole record;
-- the renderer's to_yaml with exact-type shortcuts writes what the ABC-checking one wrote.
+- the renderer's to_yaml with exact-type shortcuts writes what the ABC-checking one wrote;
+- IPAM probing on integers allocates exactly as probing on IPv4Address objects did.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import hashlib
 import json
 import random
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date
+from ipaddress import IPv4Address, IPv4Network
 from types import MappingProxyType
 from typing import Any
 
@@ -21,6 +23,16 @@ import pytest
 
 from reconciler.model import desired_hosts, parse_inventory
 from reconciler.model.desired import BUILD_FIELDS, PROVISION_FIELDS, DesiredHost
+from reconciler.model.ipam import (
+    Allocation,
+    Blocker,
+    Collision,
+    Refusal,
+    Request,
+    SubnetPlan,
+    allocate,
+    formula_offset,
+)
 from reconciler.plan.inventory_diff import diff_inventories, to_record
 from reconciler.render.renderer import _PLAIN, _YAML11_WORDS, _to_yaml
 from tests.fixtures.inventory import PROFILES, example_files, files, server
@@ -246,3 +258,100 @@ def test_secret_scan_still_finds_each_kind_behind_its_prefilter() -> None:
         "cloud_init.user_data.api_token: looks like a password",
     ])
     assert all("s3cret" not in str(p) and "b3Blbn" not in str(p) for p in problems)
+
+
+# IPAM as it was written on IPv4Address objects; allocate() now probes on integers and must
+# give exactly the same allocation, collisions (with their blockers) and refusals.
+def _ref_fixed_reason(subnet: SubnetPlan, address: IPv4Address) -> str | None:
+    if address == subnet.network.network_address:
+        return "network address"
+    if address == subnet.network.broadcast_address:
+        return "broadcast address"
+    if address == subnet.gateway:
+        return "gateway"
+    for start, end, reason in subnet.reserved:
+        if start <= address <= end:
+            return f"reserved: {reason}" if reason else "reserved"
+    return None
+
+
+def _ref_allocate(subnets: Mapping[str, SubnetPlan], requests: Iterable[Request]) -> Allocation:
+    """Grant ``requests`` (already in seniority order). Pure and deterministic."""
+    owner: dict[tuple[str, IPv4Address], str] = {}
+    addresses: dict[tuple[str, str], IPv4Address] = {}
+    collisions: list[Collision] = []
+    refusals: list[Refusal] = []
+    rejected: set[str] = set()
+    for req in requests:
+        if req.host in rejected:
+            continue
+        subnet = subnets[req.subnet]
+        net = subnet.network
+        if req.static is not None:
+            holder = owner.get((req.subnet, req.static))
+            if holder is not None:
+                refusals.append(Refusal(req.host, req.interface,
+                                        f"address {req.static} is already held by {holder}"))
+                rejected.add(req.host)
+                continue
+            owner[(req.subnet, req.static)] = f"host {req.host}"
+            addresses[(req.host, req.interface)] = req.static
+            continue
+        size = net.num_addresses
+        if size < 4:
+            refusals.append(Refusal(req.host, req.interface,
+                                    f"subnet {req.subnet} ({net}) is too small to allocate from"))
+            rejected.add(req.host)
+            continue
+        start = formula_offset(req.bmc_host, req.bmc_resource_id, size)
+        span = size - 3
+        blocked: list[Blocker] = []
+        got: IPv4Address | None = None
+        for step in range(span):
+            offset = (start - 2 + step) % span + 2
+            candidate = net.network_address + offset
+            reason = owner.get((req.subnet, candidate)) or _ref_fixed_reason(subnet, candidate)
+            if reason is None:
+                got = candidate
+                break
+            if len(blocked) < 8:  # enough to explain; a full reserved /16 would flood the plan
+                blocked.append(Blocker(candidate, reason))
+        if got is None:
+            refusals.append(Refusal(req.host, req.interface,
+                                    f"subnet {req.subnet} ({net}) has no free address left"))
+            rejected.add(req.host)
+            continue
+        owner[(req.subnet, got)] = f"host {req.host}"
+        addresses[(req.host, req.interface)] = got
+        if blocked:
+            collisions.append(Collision(req.host, req.interface, req.subnet,
+                                        net.network_address + start, got, tuple(blocked)))
+    # A rejected host must not hold addresses granted before its refusal.
+    kept = {k: v for k, v in addresses.items() if k[0] not in rejected}
+    return Allocation(kept, tuple(c for c in collisions if c.host not in rejected),
+                      tuple(refusals))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_integer_probing_allocates_exactly_as_before(seed: int) -> None:
+    rng = random.Random(seed)
+    plans = {
+        "s28": SubnetPlan(IPv4Network("10.0.0.0/28"), IPv4Address("10.0.0.1"),
+                          ((IPv4Address("10.0.0.6"), IPv4Address("10.0.0.8"), "dhcp"),)),
+        "s30": SubnetPlan(IPv4Network("10.0.1.0/30"), IPv4Address("10.0.1.2")),
+        "s24": SubnetPlan(IPv4Network("10.0.2.0/24"), IPv4Address("10.0.2.254"),
+                          ((IPv4Address("10.0.2.0"), IPv4Address("10.0.2.200"), ""),)),
+        "s31": SubnetPlan(IPv4Network("10.0.3.0/31"), IPv4Address("10.0.3.0")),
+    }
+    requests = []
+    for i in range(rng.randint(5, 60)):
+        name = rng.choice(list(plans))
+        net = plans[name].network
+        static = None
+        if rng.random() < 0.3:
+            static = net.network_address + rng.randrange(net.num_addresses)
+        requests.append(Request(f"h{i % 40}", f"eth{i % 2}", name, static,
+                                f"bmc{rng.randrange(9)}:443", str(rng.randrange(1000))))
+    got, want = allocate(plans, requests), _ref_allocate(plans, requests)
+    assert got == want
+    assert got.collisions or got.refusals  # the cases worth comparing do occur
