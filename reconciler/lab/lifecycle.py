@@ -27,6 +27,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -137,7 +138,10 @@ def check(options: UpOptions) -> str:
 
 
 def choose_accel(wanted: str) -> str:
-    """KVM only where the CPU really has VMX/SVM (the PVM /dev/kvm here cannot run OVMF)."""
+    """KVM only where it really works: the CPU shows VMX/SVM *and* OVMF boots under it.
+
+    On these machines /dev/kvm is a software nested hypervisor (PVM): QEMU starts, then
+    aborts in OVMF's first instructions (MSR 0x10a), so the flags alone are not enough."""
     if wanted != "auto":
         return wanted
     try:
@@ -145,7 +149,33 @@ def choose_accel(wanted: str) -> str:
     except OSError:
         return "tcg"
     has_virt = " vmx" in flags or " svm" in flags
-    return "kvm" if has_virt and Path("/dev/kvm").exists() else "tcg"
+    if not (has_virt and Path("/dev/kvm").exists()):
+        return "tcg"
+    return "kvm" if kvm_boots_ovmf() else "tcg"
+
+
+def kvm_boots_ovmf(timeout: float = 8.0) -> bool:
+    """Boot OVMF under KVM for ``timeout`` s: does its boot manager speak on the serial port?"""
+    with tempfile.TemporaryDirectory(prefix="lab-kvm-probe.") as tmp:
+        vars_copy, serial = Path(tmp) / "VARS.fd", Path(tmp) / "serial.log"
+        shutil.copyfile(OVMF_VARS, vars_copy)
+        argv = [
+            "qemu-system-x86_64", "-machine", "q35", "-accel", "kvm", "-cpu", "host",
+            "-m", "256", "-display", "none", "-nodefaults", "-no-reboot",
+            "-serial", f"file:{serial}",
+            "-drive", f"if=pflash,format=raw,unit=0,file={OVMF_CODE},readonly=on",
+            "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
+        ]
+        # OVMF never exits by itself: the timeout ends the probe, and what it printed decides.
+        deadline = time.monotonic() + timeout
+        try:
+            run(argv, timeout=timeout, check=False)
+        except ToolFailed:
+            pass
+        ok = b"BdsDxe" in serial.read_bytes() if serial.exists() else False
+        LOG.info("KVM probe: OVMF %s under KVM (%.1f s)", "boots" if ok else "fails",
+                 timeout - max(0.0, deadline - time.monotonic()))
+        return ok
 
 
 # ---------------------------------------------------------------- up
