@@ -113,6 +113,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     paths = lab_paths(args)
     service = None
     if args.images is not None:
+        if args.images.is_dir() and not (args.images / args.arch).is_dir():
+            raise InputError(
+                f"--images: {args.images} has no {args.arch}/ directory of base artifacts",
+                hint="python -m tests.fixtures.base_images, or reconciler images build --out DIR",
+            )
         service = lifecycle.ServiceOptions(service_argv(args.images, paths.root / "service"))
     options = lifecycle.UpOptions(
         hosts=args.hosts,

@@ -17,6 +17,7 @@ from reconciler.cli import main
         (["up", "--arch", "riscv64"], "--arch"),
         (["up", "--accel", "whpx"], "--accel"),
         (["up", "--images", "/nonexistent/images"], "--images"),
+        (["up", "--images", "/"], "no amd64/ directory"),
         (["boot"], "no lab at"),
     ],
 )
