@@ -15,6 +15,7 @@ upgrade of the reconciler never silently reprovisions a fleet.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -179,11 +180,20 @@ def _digests(rec: Mapping[str, Any]) -> Digests:
     """
     parts = {key: f'"{key}":{_encode(value)}' for key, value in rec.items()}
 
-    def digest(keys: Any) -> str:
-        blob = "{" + ",".join(parts[k] for k in sorted(keys)) + "}"
+    def digest(keys: tuple[str, ...]) -> str:
+        blob = "{" + ",".join([parts[k] for k in keys]) + "}"
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    return Digests(digest(parts), digest(BUILD_FIELDS), digest(PROVISION_FIELDS))
+    return Digests(digest(_sorted(tuple(parts))), digest(_BUILD_ORDER), digest(_PROVISION_ORDER))
+
+
+@functools.cache
+def _sorted(keys: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted(keys))
+
+
+_BUILD_ORDER = tuple(sorted(BUILD_FIELDS))
+_PROVISION_ORDER = tuple(sorted(PROVISION_FIELDS))
 
 
 def desired_hosts(inventory: Inventory) -> dict[str, DesiredHost]:

@@ -25,6 +25,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -80,19 +81,32 @@ _YAML11_WORDS = frozenset(
 
 def _scalar(value: Any) -> str:
     if type(value) is str:  # the common case first: exact types skip the isinstance chain
-        text = value
-    elif value is None:
+        got = _STR_SCALARS.get(value)
+        if got is None:
+            got = _str_scalar(value)
+            if len(_STR_SCALARS) >= 20_000:
+                _STR_SCALARS.clear()
+            _STR_SCALARS[value] = got
+        return got
+    if value is None:
         return "null"
-    elif value is True or value is False:
+    if value is True or value is False:
         return "true" if value else "false"
-    elif isinstance(value, int | float):
+    if isinstance(value, int | float):
         return json.dumps(value)
-    else:
-        text = str(value)
+    return _str_scalar(str(value))
+
+
+# Keys, keys and shared values (the fleet's SSH keys) repeat from host to host.
+_STR_SCALARS: dict[str, str] = {}
+
+
+def _str_scalar(text: str) -> str:
     if _PLAIN.match(text) and text.lower() not in _YAML11_WORDS:
         return text
-    # A JSON string is a valid YAML double-quoted scalar with the same value.
-    return json.dumps(text, ensure_ascii=False)
+    # A JSON string is a valid YAML double-quoted scalar with the same value; this is
+    # json.dumps(text, ensure_ascii=False) without building an encoder per call.
+    return encode_basestring(text)
 
 
 # Exact types answer without the Mapping ABC's (slow) isinstance check.
