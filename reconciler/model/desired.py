@@ -24,6 +24,7 @@ from ipaddress import IPv4Address, IPv4Interface
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
+from reconciler.model.bulk import paused_gc
 from reconciler.model.inventory import Bmc, Disk, Image, Inventory, Server
 
 
@@ -203,6 +204,11 @@ def desired_hosts(inventory: Inventory) -> dict[str, DesiredHost]:
     assigned addresses and the templates digest; when ``inventory.built`` has one made from the
     same inputs (a second revision parsed with the same cache) it is reused.
     """
+    with paused_gc():
+        return _desired_hosts(inventory)
+
+
+def _desired_hosts(inventory: Inventory) -> dict[str, DesiredHost]:
     out: dict[str, DesiredHost] = {}
     templates_digest = inventory.templates_digest
     addresses = inventory.allocation.addresses

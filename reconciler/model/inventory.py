@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any
 
 from reconciler.model import ipam, schema
+from reconciler.model.bulk import paused_gc
 from reconciler.model.problems import Problem, dotted, sort_problems
 from reconciler.model.yamlio import Document, parse
 
@@ -435,6 +436,13 @@ def parse_inventory(
     Returns every problem found, sorted; problem-free servers are usable even when others fail.
     ``cache``: share one dict between calls (two revisions) to parse each distinct file once.
     """
+    with paused_gc():
+        return _parse_inventory(files, seniority, cache)
+
+
+def _parse_inventory(
+    files: Mapping[str, bytes], seniority: Mapping[str, int] | None, cache: ParseCache | None
+) -> tuple[Inventory, list[Problem]]:
     run = _Run(cache=cache if cache is not None else {})
     subnets: dict[str, Subnet] = {}
     profiles: dict[str, Profile] = {}

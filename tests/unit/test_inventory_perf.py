@@ -4,11 +4,13 @@
   hosts reused from it;
 - digests assembled from per-field JSON equal the canonical JSON of the whole record;
 - the renderer's to_yaml with exact-type shortcuts writes what the ABC-checking one wrote;
-- IPAM probing on integers allocates exactly as probing on IPv4Address objects did.
+- IPAM probing on integers allocates exactly as probing on IPv4Address objects did;
+- the collector pause around bulk builds always restores the collector's state.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import random
@@ -22,6 +24,7 @@ from typing import Any
 import pytest
 
 from reconciler.model import desired_hosts, parse_inventory
+from reconciler.model.bulk import paused_gc
 from reconciler.model.desired import BUILD_FIELDS, PROVISION_FIELDS, DesiredHost
 from reconciler.model.ipam import (
     Allocation,
@@ -355,3 +358,26 @@ def test_integer_probing_allocates_exactly_as_before(seed: int) -> None:
     got, want = allocate(plans, requests), _ref_allocate(plans, requests)
     assert got == want
     assert got.collisions or got.refusals  # the cases worth comparing do occur
+
+
+def test_paused_gc_restores_the_collector_state() -> None:
+    assert gc.isenabled()
+    with paused_gc():
+        assert not gc.isenabled()
+        with paused_gc():  # nested: the inner one must not turn it back on
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), paused_gc():
+        raise RuntimeError("boom")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc():
+            pass
+        assert not gc.isenabled()  # a program that keeps it off keeps it off
+    finally:
+        gc.enable()
+    inventory, _ = parse_inventory(example_files())
+    desired_hosts(inventory)
+    assert gc.isenabled()
