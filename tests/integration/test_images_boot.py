@@ -52,6 +52,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240
 ARCH = "amd64"
 MAC = "52:54:00:18:00:01"  # lab host 1 (shared constant)
 SERIAL = "LABDISK0001"
+SCSI_SERIAL = "LABSCSI0001"  # a second disk on virtio-scsi, which also reports a WWN
+WWN = "0x5000c500aabbccdd"
 STATIC_IP = "10.0.2.50"  # inside QEMU's user network 10.0.2.0/24
 GATEWAY = "10.0.2.2"
 FORWARD_IP = "10.0.2.100"  # guestfwd address: the checkin service / the image server
@@ -224,13 +226,14 @@ def provisioned(
         "user-data": _user_data(public),
         "network-config": _network_config(STATIC_IP),
     }, public)
-    disk = workdir / "disk.raw"
-    with open(disk, "wb") as handle:
-        handle.truncate(4 * 1024**3)
+    disk, scsi = workdir / "disk.raw", workdir / "scsi.raw"
+    for path, size in ((disk, 4 * 1024**3), (scsi, 1024**3)):
+        with open(path, "wb") as handle:
+            handle.truncate(size)
     port = free_port()
     vm = QemuVM(
         workdir, memory_mib=MEMORY_MIB, uki=uki, name="ephemeral",
-        disks=[Disk(path=disk, serial=SERIAL)],
+        disks=[Disk(path=disk, serial=SERIAL), Disk(path=scsi, serial=SCSI_SERIAL, wwn=WWN)],
         nics=[Nic(mac=MAC, netdev=_netdev(workdir, port, STATIC_IP, image_server))],
     )  # fmt: skip
     with vm:
@@ -265,6 +268,14 @@ def test_hw_inventory_shows_disk_serial_and_mac(provisioned: Guest) -> None:
     assert SERIAL in disks, inventory.raw["disks"]
     assert f"/dev/disk/by-id/virtio-{SERIAL}" in disks[SERIAL].by_id
     assert disks[SERIAL].size_bytes == 4 * 1024**3
+    assert SCSI_SERIAL in disks, inventory.raw["disks"]
+    assert disks[SCSI_SERIAL].wwn == WWN
+    assert f"/dev/disk/by-id/wwn-{WWN}" in disks[SCSI_SERIAL].by_id
+    by_wwn = _on(provisioned.ssh_port, provisioned.key, lambda c: remote.find_disk(c, wwn=WWN))
+    assert by_wwn == f"/dev/disk/by-id/wwn-{WWN}"
+    by_serial = _on(provisioned.ssh_port, provisioned.key,
+                    lambda c: remote.find_disk(c, serial=SCSI_SERIAL))
+    assert by_serial.endswith(SCSI_SERIAL)
     macs = {n.mac: n for n in inventory.nics}
     assert MAC in macs, inventory.raw["nics"]
     assert macs[MAC].driver == "virtio_net"

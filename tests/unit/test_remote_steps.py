@@ -18,8 +18,9 @@ from reconciler.adapters.ssh import Result
 from reconciler.engine import remote
 from reconciler.errors import InputError, PermanentError
 
-# Recorded from the ephemeral OS under QEMU (virtio disk serial LABDISK0001, a virtio-scsi
-# disk with serial SCSI01 and WWN 0x5000c500aabbccdd).
+# The shape udev gives /dev/disk/by-id in the ephemeral OS under QEMU (a virtio disk with
+# serial LABDISK0001, a virtio-scsi disk with serial SCSI01 and WWN 0x5000c500aabbccdd); the
+# integration test finds such disks by serial and by WWN in a real boot.
 BY_ID = """\
 /dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_SCSI01 /dev/sda
 /dev/disk/by-id/scsi-35000c500aabbccdd /dev/sda
