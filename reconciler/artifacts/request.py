@@ -121,6 +121,12 @@ def _string(obj: Mapping[str, Any], key: str, where: str, *, required: bool) -> 
         raise InputError(f"{field}: expected a string, got {_kind(value)}")
     if "\0" in value:
         raise InputError(f"{field}: contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate ("\ud800") decodes from JSON but has no UTF-8 form: refuse it here
+        # rather than fail later in canonical_json.
+        raise InputError(f"{field}: contains an unpaired surrogate character") from None
     return value
 
 
@@ -174,12 +180,16 @@ def check_path(path: str, field: str) -> str:
     return path
 
 
+_ASCII_SPACE = str.maketrans("", "", " \t\n\r\f\v")
+
+
 def _content(obj: Mapping[str, Any], where: str) -> bytes | None:
     text = _string(obj, "contentBase64", where, required=False)
     if text is None:
         return None
     # Line-wrapped base64 (the `base64` tool wraps at 76) is fine; anything else is not.
-    compact = "".join(text.split())
+    # Only ASCII whitespace: str.split() would also drop \x1c or \u2028.
+    compact = text.translate(_ASCII_SPACE)
     try:
         return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):

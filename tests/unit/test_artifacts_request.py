@@ -189,3 +189,18 @@ def test_build_id_is_stable() -> None:
         b'"mode":"0644","path":"/etc/motd","uid":0}],"initramfs":"initramfs-amd64.img",'
         b'"kernel":"vmlinuz-amd64","tlsArtifacts":false}'
     )
+
+
+def test_lone_surrogate_is_refused_naming_the_field() -> None:
+    body = {"kernel": "k", "initramfs": "i", "cmdline": "a\ud800", "architecture": "amd64"}
+    with pytest.raises(InputError, match=r"^cmdline: contains an unpaired surrogate"):
+        parse_build_request(body)
+
+
+def test_base64_allows_only_ascii_whitespace() -> None:
+    ok = {"path": "/a", "contentBase64": "aGVs\nbG8=\n"}
+    bad = {"path": "/a", "contentBase64": "aGVs\u2028bG8="}
+    base = {"kernel": "k", "initramfs": "i", "cmdline": "", "architecture": "amd64"}
+    assert parse_build_request({**base, "files": [ok]}).files[0].content == b"hello"
+    with pytest.raises(InputError, match=r"^files\[0\]\.contentBase64: invalid base64"):
+        parse_build_request({**base, "files": [bad]})
