@@ -332,55 +332,51 @@ def _flow_list(rest: str) -> list[Any]:
     return out
 
 
-# A significant line: its indentation and its content without trailing spaces (blank lines and
-# comment lines do not match).
-_LINE = re.compile(r"^( *)([^ #\n](?:[^\n]*[^ \n])?) *$", re.M)
+# A significant line: indentation, then either `key:` with what follows it, or other content;
+# trailing spaces dropped. Blank lines and comment lines do not match.
+_LINE = re.compile(r"^( *)(?:([A-Za-z_][A-Za-z0-9_.-]*):(?: +([^\n]*[^ \n]))?"
+                   r"|([^ #\n](?:[^\n]*[^ \n])?)) *$", re.M)
 
 
 def _lines(text: str) -> list[list[Any]]:
-    """Significant lines as [indent, content]; comments and blank lines dropped."""
-    return [[len(pad), content] for pad, content in _LINE.findall(text)]
+    """Significant lines as [indent, key, rest, content]: key and rest ("" if none) for a
+    `key: rest` line, content for any other line."""
+    return [[len(pad), key, rest, content] for pad, key, rest, content in _LINE.findall(text)]
+
+
+def _is_item(line: list[Any]) -> bool:
+    content: str = line[3]
+    return content.startswith("- ") or content == "-"
 
 
 def _block(lines: list[list[Any]], i: int, indent: int) -> tuple[Any, int]:
-    content = lines[i][1]
-    if content == "-" or content.startswith("- "):
+    if _is_item(lines[i]):
         return _sequence(lines, i, indent)
     return _mapping(lines, i, indent)
-
-
-def _value_after(lines: list[list[Any]], i: int, indent: int) -> int:
-    """After a one-line value at ``indent``: the next line must not be more indented."""
-    if i < len(lines) and lines[i][0] > indent:
-        raise _NotSimple
-    return i
 
 
 def _mapping(lines: list[list[Any]], i: int, indent: int) -> tuple[dict[str, Any], int]:
     out: dict[str, Any] = {}
     n = len(lines)
     while i < n:
-        depth, content = lines[i]
+        depth, name, rest, content = lines[i]
         if depth != indent:
             break
-        m = _KEY.match(content)
-        if m is None:
+        if not name:
             if content.startswith("- ") or content == "-":
                 break  # a sequence at the same indent as its parent key's siblings ends here
             raise _NotSimple
-        name, rest = m.groups()
         key = _plain(name)
         if type(key) is not str or key in out:
             raise _NotSimple
         i += 1
-        if rest is not None and rest[0] != "#":
+        if rest and rest[0] != "#":
             out[key] = _plain(rest) if _PLAIN_SIMPLE.fullmatch(rest) else _scalar(rest)
             if i < n and lines[i][0] > indent:
                 raise _NotSimple  # a continuation line, or an error: libyaml decides
         elif i < n and lines[i][0] > indent:
             out[key], i = _block(lines, i, lines[i][0])
-        elif i < n and lines[i][0] == indent and (lines[i][1].startswith("- ")
-                                                  or lines[i][1] == "-"):
+        elif i < n and lines[i][0] == indent and _is_item(lines[i]):
             out[key], i = _sequence(lines, i, indent)
         else:
             out[key] = None
@@ -390,23 +386,26 @@ def _mapping(lines: list[list[Any]], i: int, indent: int) -> tuple[dict[str, Any
 def _sequence(lines: list[list[Any]], i: int, indent: int) -> tuple[list[Any], int]:
     out: list[Any] = []
     n = len(lines)
-    while i < n and lines[i][0] == indent and lines[i][1].startswith("- "):
-        inner = lines[i][1][2:]
+    while i < n and lines[i][0] == indent and lines[i][3].startswith("- "):
+        inner = lines[i][3][2:]
         item = inner.lstrip(" ")
         if not item or item[0] in "-#":
             raise _NotSimple
-        if _KEY.match(item):
+        m = _KEY.match(item)
+        if m is not None:
             # "- key: value": a mapping whose keys line up with this first key.
             col = indent + 2 + len(inner) - len(item)
-            lines[i] = [col, item]
+            lines[i] = [col, m.group(1), m.group(2) or "", ""]
             value, i = _mapping(lines, i, col)
             out.append(value)
             if i < n and lines[i][0] > indent:
                 raise _NotSimple
         else:
             out.append(_scalar(item))
-            i = _value_after(lines, i + 1, indent)
-    if i < n and lines[i][0] == indent and lines[i][1] == "-":
+            i += 1
+            if i < n and lines[i][0] > indent:
+                raise _NotSimple
+    if i < n and lines[i][0] == indent and lines[i][3] == "-":
         raise _NotSimple
     return out, i
 
