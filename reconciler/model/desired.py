@@ -215,18 +215,24 @@ def _desired_hosts(inventory: Inventory) -> dict[str, DesiredHost]:
     memo = inventory.built
     for name in inventory.seniority:
         s = inventory.servers[name]
-        assigned = tuple(addresses[(name, i.name)] for i in s.interfaces
-                         if i.mode != "dhcp" and i.subnet is not None)
+        used = [i for i in s.interfaces if i.mode != "dhcp" and i.subnet is not None]
+        assigned = tuple(addresses[(name, i.name)] for i in used)
+        # Everything a host is made of besides the server: its profile and subnets (frozen
+        # objects, compared by identity), its addresses and the templates digest.
+        inputs = (inventory.profiles[s.profile],
+                  *(inventory.subnets[i.subnet] for i in used if i.subnet is not None))
         built = memo.get(name)
         key = (assigned, templates_digest)
         if built is not None and built.model is s:
-            host = built.hosts.get(key)
-            if host is not None:
-                out[name] = host
+            hit = built.hosts.get(key)
+            if hit is not None and len(hit[0]) == len(inputs) and all(
+                a is b for a, b in zip(hit[0], inputs, strict=True)
+            ):
+                out[name] = hit[1]
                 continue
         host = _desired_host(inventory, s, assigned, templates_digest)
         if built is not None and built.model is s:
-            built.hosts[key] = host
+            built.hosts[key] = (inputs, host)
         out[name] = host
     return out
 

@@ -174,7 +174,8 @@ class Parsed:
 class Built:
     """What a file's checks produced in one context: the model (a Server, or the subnets or
     profiles tables), the problems the checks added, and desired hosts derived from it (keyed by
-    assigned addresses and templates digest; see :func:`reconciler.model.desired_hosts`)."""
+    assigned addresses and templates digest, checked against the identity of the profile and
+    subnets they were made with; see :func:`reconciler.model.desired_hosts`)."""
 
     model: Any
     problems: tuple[Problem, ...]

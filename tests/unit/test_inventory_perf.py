@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import json
@@ -381,3 +382,16 @@ def test_paused_gc_restores_the_collector_state() -> None:
     inventory, _ = parse_inventory(example_files())
     desired_hosts(inventory)
     assert gc.isenabled()
+
+
+def test_memo_is_keyed_by_every_input_even_in_a_hand_made_inventory() -> None:
+    inventory, _ = parse_inventory(files({"n1": server(1)}))
+    first = desired_hosts(inventory)["n1"]
+    assert desired_hosts(inventory)["n1"] is first
+    profile = inventory.profiles["default"]
+    other = dataclasses.replace(inventory, profiles=MappingProxyType(
+        {"default": dataclasses.replace(profile, cmdline="console=ttyS9")}))
+    changed = desired_hosts(other)["n1"]
+    assert changed.cmdline == "console=ttyS9"
+    assert changed.digests.build != first.digests.build
+    assert desired_hosts(inventory)["n1"].cmdline == first.cmdline
