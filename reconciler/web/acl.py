@@ -65,3 +65,28 @@ def allowed(
     if _within(client, trusted):
         return True
     return endpoint is not None and method in PUBLIC.get(endpoint, frozenset())
+
+
+class Verdicts:
+    """``(trusted, client)`` per peer (and X-Forwarded-For), cached: parsing and matching
+    CIDRs on every request costs more than the handlers of the busiest endpoints (checkin
+    PUT, artifact GET). Shared by the Flask app and the fast path."""
+
+    LIMIT = 4096
+
+    def __init__(self, trusted: Sequence[Network], trusted_proxies: Sequence[Network]) -> None:
+        self.trusted = tuple(trusted)
+        self.trusted_proxies = tuple(trusted_proxies)
+        self._cache: dict[str, tuple[bool, str]] = {}
+
+    def __call__(self, peer: str, forwarded: str | None) -> tuple[bool, str]:
+        key = peer if forwarded is None else f"{peer}|{forwarded}"
+        found = self._cache.get(key)
+        if found is None:
+            client = client_address(peer, forwarded, self.trusted_proxies)
+            trusted = allowed(client, self.trusted, None, "")
+            found = (trusted, str(client) if client is not None else (peer or "-"))
+            if len(self._cache) > self.LIMIT:
+                self._cache.clear()
+            self._cache[key] = found
+        return found

@@ -16,7 +16,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from reconciler.settings import ServiceSettings
 from reconciler.web import acl, artifacts, builds, checkins, health
-from reconciler.web.http import HttpError, error_response, too_large
+from reconciler.web.fast import FastFront
+from reconciler.web.http import HttpError, error_response, log_access, too_large
 from reconciler.web.services import Services
 
 LOG = logging.getLogger("reconciler.web.access")
@@ -41,21 +42,8 @@ def create_app(settings: ServiceSettings, services: Services | None = None) -> F
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
 
-    # The ACL verdict per peer address: parsing and matching CIDRs on every request costs
-    # more than the handlers of the busiest endpoints (checkin PUT, artifact GET).
-    verdicts: dict[str, tuple[bool, str]] = {}
-
-    def classify(peer: str, forwarded: str | None) -> tuple[bool, str]:
-        key = peer if forwarded is None else f"{peer}|{forwarded}"
-        found = verdicts.get(key)
-        if found is None:
-            client = acl.client_address(peer, forwarded, settings.trusted_proxies)
-            trusted = acl.allowed(client, settings.trusted, None, "")
-            found = (trusted, str(client) if client is not None else (peer or "-"))
-            if len(verdicts) > 4096:
-                verdicts.clear()
-            verdicts[key] = found
-        return found
+    classify = acl.Verdicts(settings.trusted, settings.trusted_proxies)
+    app.extensions["reconciler.verdicts"] = classify
 
     @app.before_request
     def check_access() -> Response | None:
@@ -78,14 +66,12 @@ def create_app(settings: ServiceSettings, services: Services | None = None) -> F
     @app.after_request
     def log_request(response: Response) -> Response:
         environ = request.environ
-        started = environ.get(STARTED) or time.perf_counter()
-        LOG.info(
-            "%s %s %d %.1fms %s",
-            environ.get("REQUEST_METHOD"),
+        log_access(
+            environ.get("REQUEST_METHOD") or "-",
             request.path,
             response.status_code,
-            (time.perf_counter() - started) * 1000,
-            environ.get(CLIENT) or environ.get("REMOTE_ADDR"),
+            environ.get(STARTED) or time.perf_counter(),
+            environ.get(CLIENT) or environ.get("REMOTE_ADDR") or "-",
         )
         return response
 
@@ -106,4 +92,10 @@ def create_app(settings: ServiceSettings, services: Services | None = None) -> F
         LOG.exception("%s %s: unhandled error", request.method, request.path)
         return error_response(500, f"{request.path}: internal error ({type(exc).__name__})")
 
+    # The hottest routes skip Flask's request machinery (reconciler/web/fast.py); the
+    # original stays reachable for the tests that compare both paths.
+    app.extensions["reconciler.flask_wsgi"] = app.wsgi_app
+    app.wsgi_app = FastFront(  # type: ignore[method-assign]
+        app.wsgi_app, settings, app.extensions["reconciler.services"], classify
+    )
     return app

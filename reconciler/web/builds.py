@@ -7,9 +7,18 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 
 from reconciler.adapters.store import ARTIFACT_NAMES, COMPLETED, BuildRecord, format_time
-from reconciler.engine.buildqueue import QueueFull
+from reconciler.engine.buildqueue import BuildQueue, QueueFull
 from reconciler.errors import InputError
-from reconciler.web.http import HttpError, input_error, json_body, json_response, no_content, show
+from reconciler.settings import ServiceSettings
+from reconciler.web.http import (
+    HttpError,
+    decode_json,
+    input_error,
+    json_response,
+    no_content,
+    request_body,
+    show,
+)
 from reconciler.web.services import services, settings
 
 bp = Blueprint("builds", __name__, url_prefix="/api/v1/builds")
@@ -36,28 +45,36 @@ def status_of(record: BuildRecord) -> dict[str, Any]:
     return status
 
 
-def _status_url(build_id: str) -> str:
-    s = settings()
-    base = s.public_tls_url if request.scheme == "https" and s.public_tls_url else s.public_url
-    return f"{base}/api/v1/builds/{build_id}"
+def submit_build(
+    queue: BuildQueue, settings_: ServiceSettings, raw: bytes, scheme: str
+) -> tuple[dict[str, str], str]:
+    """POST's work, shared with the fast path (:mod:`reconciler.web.fast`).
 
-
-@bp.post("")
-def create() -> Response:
-    body = json_body()
+    Returns the 202 body and its Location; raises HttpError (400, 503).
+    """
+    body = decode_json(raw)
     wants_tls = isinstance(body, dict) and body.get("tlsArtifacts") is True
-    if wants_tls and not settings().public_tls_url:
+    if wants_tls and not settings_.public_tls_url:
         raise HttpError(
             400, "tlsArtifacts: this service has no HTTPS base URL (configure tls_cert and tls_key)"
         )
     try:
-        record, _created = services().queue.submit(body)
+        record, _created = queue.submit(body)
     except InputError as exc:
         raise input_error(exc) from None
     except QueueFull as exc:
         raise HttpError(503, f"{exc.message}; retry later", {"Retry-After": "5"}) from None
-    response = json_response({"id": record.id, "statusUrl": _status_url(record.id)}, 202)
-    response.headers["Location"] = f"/api/v1/builds/{record.id}"
+    tls_base = scheme == "https" and settings_.public_tls_url
+    base = settings_.public_tls_url if tls_base else settings_.public_url
+    accepted = {"id": record.id, "statusUrl": f"{base}/api/v1/builds/{record.id}"}
+    return accepted, f"/api/v1/builds/{record.id}"
+
+
+@bp.post("")
+def create() -> Response:
+    accepted, location = submit_build(services().queue, settings(), request_body(), request.scheme)
+    response = json_response(accepted, 202)
+    response.headers["Location"] = location
     return response
 
 

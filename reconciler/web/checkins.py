@@ -12,8 +12,16 @@ import ipaddress
 
 from flask import Blueprint, Response
 
-from reconciler.adapters.store import Checkin
-from reconciler.web.http import HttpError, json_body, json_response, no_content, show
+from reconciler.adapters.store import Checkin, CheckinStore
+from reconciler.web.http import (
+    HttpError,
+    decode_json,
+    json_body,
+    json_response,
+    no_content,
+    request_body,
+    show,
+)
 from reconciler.web.services import services
 
 bp = Blueprint("checkins", __name__, url_prefix="/api/v1/checkins")
@@ -53,11 +61,16 @@ def register(checkin_id: str) -> Response:
     return no_content()
 
 
+def update_checkin(store: CheckinStore, checkin_id: str, raw: bytes) -> None:
+    """PUT's work, shared with the fast path (:mod:`reconciler.web.fast`): 204 or HttpError."""
+    addresses = parse_addresses(decode_json(raw))
+    if store.update(checkin_id, addresses) is None:
+        raise HttpError(404, f"id: checkin {show(checkin_id)} is not registered")
+
+
 @bp.put("/<checkin_id>")
 def update(checkin_id: str) -> Response:
-    addresses = parse_addresses(json_body())
-    if services().checkins.update(checkin_id, addresses) is None:
-        raise HttpError(404, f"id: checkin {show(checkin_id)} is not registered")
+    update_checkin(services().checkins, checkin_id, request_body())
     return no_content()
 
 

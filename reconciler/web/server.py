@@ -28,6 +28,7 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 from reconciler.errors import InputError, PermanentError
 from reconciler.settings import HostPort, ServiceSettings
 from reconciler.web.filerange import FileRange
+from reconciler.web.http import log_access
 
 LOG = logging.getLogger(__name__)
 
@@ -181,6 +182,7 @@ class DualServer:
         for thread in stoppers + self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         alive = [t.name for t in stoppers + self._threads if t.is_alive()]
+        log_access.flush(max(0.5, deadline - time.monotonic()))  # the lines of the last requests
         if alive:
             LOG.warning("requests still running after %.0f s; giving up on them", timeout)
         return not alive
@@ -194,4 +196,3 @@ def _ssl_adapter(cert: Path, key: Path) -> BuiltinSSLAdapter:
     # Modern clients only; TLS 1.2 is what BMC firmware still commonly speaks.
     adapter.context.minimum_version = ssl.TLSVersion.TLSv1_2
     return adapter
-
