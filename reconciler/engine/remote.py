@@ -68,48 +68,89 @@ def _normalise_wwn(wwn: str) -> str:
     return value
 
 
-def choose_disk(links: Mapping[str, str], *, serial: str | None, wwn: str | None) -> str:
+def parse_lsblk_identities(text: str, command: str) -> dict[str, tuple[str, str]]:
+    """``lsblk -J -d -o PATH,SERIAL,WWN`` -> {device: (serial, normalised wwn)}."""
+    try:
+        devices = json.loads(text)["blockdevices"]
+        return {
+            str(d["path"]): (str(d.get("serial") or "").strip(), _normalise_wwn(d.get("wwn") or ""))
+            for d in devices
+        }
+    except (ValueError, KeyError, TypeError):
+        raise PermanentError(f"`{command}` did not print lsblk JSON") from None
+
+
+def choose_disk(
+    links: Mapping[str, str],
+    *,
+    serial: str | None,
+    wwn: str | None,
+    identities: Mapping[str, tuple[str, str]] | None = None,
+) -> str:
     """The by-id path of the one whole disk with this serial (or, failing that, WWN).
 
     A serial matches at the end of a link name after ``-`` or ``_`` (``virtio-SERIAL``,
-    ``scsi-0QEMU_QEMU_HARDDISK_SERIAL``, ``nvme-MODEL_SERIAL``): a bare substring match, as
-    in the design's ``*serial*`` glob, would let serial ``ABC1`` pick disk ``ABC12``.
+    ``ata-MODEL_SERIAL``, ``nvme-MODEL_SERIAL``): a bare substring match, as in the design's
+    ``*serial*`` glob, would let serial ``ABC1`` pick disk ``ABC12``. SCSI/SAS disks that
+    report a WWN get by-id names from the WWN only (``scsi-3<naa>``, ``wwn-0x<naa>``), so the
+    serial (and the WWN) are also compared with what lsblk reports per device (``identities``),
+    and the answer is then a by-id link to that device (``wwn-`` preferred).
     """
     if not serial and not wwn:
         raise InputError("find_disk: give a disk serial or a WWN")
     whole = {link: dev for link, dev in links.items() if not _PART_SUFFIX.search(link)}
+    identities = identities or {}
     if serial:
         wanted = "serial " + serial
-        matches = {
+        by_name = {
             link: dev for link, dev in whole.items()
             if re.search(r"[-_]" + re.escape(serial) + "$", link.rsplit("/", 1)[1])
         }
+        by_lsblk = {dev for dev, (ser, _) in identities.items() if ser == serial}
     else:
         assert wwn is not None
         wanted = "WWN " + wwn
         value = _normalise_wwn(wwn)
-        matches = {
+        by_name = {
             link: dev for link, dev in whole.items()
             if link.rsplit("/", 1)[1].startswith("wwn-")
             and _normalise_wwn(link.rsplit("/", 1)[1]) == value
         }
-    devices = sorted(set(matches.values()))
+        by_lsblk = {dev for dev, (_, w) in identities.items() if w and w == value}
+    devices = sorted(set(by_name.values()) | by_lsblk)
     if not devices:
         raise PermanentError(f"no disk with {wanted} under {BY_ID}",
                              hint="check the inventory against hw-inventory's disks")
     if len(devices) > 1:
         raise PermanentError(f"{wanted} matches several disks: {', '.join(devices)}")
-    return sorted(matches)[0]
+    if by_name:
+        return sorted(by_name)[0]
+    candidates = sorted(link for link, dev in whole.items() if dev == devices[0])
+    if not candidates:
+        raise PermanentError(f"{wanted} is {devices[0]}, which has no {BY_ID} link")
+    preferred = [link for link in candidates if link.rsplit("/", 1)[1].startswith("wwn-")]
+    return (preferred or candidates)[0]
+
+
+_LSBLK_MARK = "--- lsblk"
 
 
 async def find_disk(shell: Shell, *, serial: str | None = None, wwn: str | None = None) -> str:
+    lsblk = "lsblk -J -d -o PATH,SERIAL,WWN"
     command = (
         "udevadm settle --timeout=30 >/dev/null 2>&1; "
         f"for f in {BY_ID}/*; do [ -e \"$f\" ] && "
-        "printf '%s %s\\n' \"$f\" \"$(readlink -f \"$f\")\"; done; true"
+        "printf '%s %s\\n' \"$f\" \"$(readlink -f \"$f\")\"; done; "
+        f"echo '{_LSBLK_MARK}'; {lsblk}"
     )
     result = await shell.run(command, timeout=60)
-    return choose_disk(parse_by_id_listing(result.stdout), serial=serial, wwn=wwn)
+    listing, sep, lsblk_json = result.stdout.partition(_LSBLK_MARK + "\n")
+    if not sep:
+        raise PermanentError(f"`{lsblk}` output missing from the disk listing")
+    return choose_disk(
+        parse_by_id_listing(listing), serial=serial, wwn=wwn,
+        identities=parse_lsblk_identities(lsblk_json, lsblk),
+    )
 
 
 # --- writing the image ---------------------------------------------------------------------

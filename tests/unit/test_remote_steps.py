@@ -19,10 +19,10 @@ from reconciler.engine import remote
 from reconciler.errors import InputError, PermanentError
 
 # The shape udev gives /dev/disk/by-id in the ephemeral OS under QEMU (a virtio disk with
-# serial LABDISK0001, a virtio-scsi disk with serial SCSI01 and WWN 0x5000c500aabbccdd); the
-# integration test finds such disks by serial and by WWN in a real boot.
-BY_ID = """\
-/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_SCSI01 /dev/sda
+# serial LABDISK0001, a virtio-scsi disk with serial SCSI01 and WWN 0x5000c500aabbccdd: with a
+# WWN, udev names SCSI disks after the WWN only); the integration test finds such disks by
+# serial and by WWN in a real boot.
+BY_ID_LINKS = """\
 /dev/disk/by-id/scsi-35000c500aabbccdd /dev/sda
 /dev/disk/by-id/virtio-LABDISK0001 /dev/vda
 /dev/disk/by-id/virtio-LABDISK0001-part1 /dev/vda1
@@ -30,6 +30,12 @@ BY_ID = """\
 /dev/disk/by-id/virtio-LABDISK00012 /dev/vdb
 /dev/disk/by-id/wwn-0x5000c500aabbccdd /dev/sda
 """
+LSBLK_IDS = json.dumps({"blockdevices": [
+    {"path": "/dev/sda", "serial": "SCSI01", "wwn": "0x5000c500aabbccdd"},
+    {"path": "/dev/vda", "serial": "LABDISK0001", "wwn": None},
+    {"path": "/dev/vdb", "serial": "LABDISK00012", "wwn": None},
+]})
+BY_ID = BY_ID_LINKS + "--- lsblk\n" + LSBLK_IDS
 
 LSBLK = json.dumps({"blockdevices": [{
     "path": "/dev/vda", "parttype": None, "children": [
@@ -68,8 +74,9 @@ def test_find_disk_by_serial_ignores_partitions_and_longer_serials() -> None:
     shell = FakeShell([("readlink", BY_ID)])
     assert run(remote.find_disk(shell, serial="LABDISK0001")) == \
         "/dev/disk/by-id/virtio-LABDISK0001"
+    # No by-id name carries a WWN-reporting SCSI disk's serial: found through lsblk instead.
     assert run(remote.find_disk(shell, serial="SCSI01")) == \
-        "/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_SCSI01"
+        "/dev/disk/by-id/wwn-0x5000c500aabbccdd"
 
 
 def test_find_disk_by_wwn_in_any_spelling() -> None:
@@ -84,11 +91,16 @@ def test_find_disk_errors_name_what_was_sought() -> None:
         run(remote.find_disk(shell, serial="NOPE"))
     with pytest.raises(InputError, match="serial or a WWN"):
         run(remote.find_disk(shell))
-    two = BY_ID + "/dev/disk/by-id/ata-OTHER_LABDISK0001 /dev/sdz\n"
+    two = BY_ID_LINKS + "/dev/disk/by-id/ata-OTHER_LABDISK0001 /dev/sdz\n--- lsblk\n" + LSBLK_IDS
     with pytest.raises(PermanentError, match="matches several disks: /dev/sdz, /dev/vda"):
         run(remote.find_disk(FakeShell([("readlink", two)]), serial="LABDISK0001"))
     with pytest.raises(PermanentError, match="line 1 is not"):
-        run(remote.find_disk(FakeShell([("readlink", "garbage\n")]), serial="X"))
+        run(remote.find_disk(FakeShell([("readlink", "garbage\n--- lsblk\n{}")]), serial="X"))
+    with pytest.raises(PermanentError, match="`lsblk -J -d -o PATH,SERIAL,WWN` output missing"):
+        run(remote.find_disk(FakeShell([("readlink", BY_ID_LINKS)]), serial="X"))
+    with pytest.raises(PermanentError, match="`lsblk -J -d -o PATH,SERIAL,WWN` did not print"):
+        run(remote.find_disk(FakeShell([("readlink", BY_ID_LINKS + "--- lsblk\n[")]),
+                             serial="X"))
 
 
 def test_find_root_partition_by_type_guid() -> None:
