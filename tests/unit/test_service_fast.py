@@ -1,0 +1,260 @@
+"""The fast path (reconciler/web/fast.py) answers exactly like the Flask views it bypasses.
+
+Two identical services get the same requests in the same order: one through the fast front,
+one through Flask alone (``app.extensions["reconciler.flask_wsgi"]``). Status line, every
+header the app sets and the body must be equal, for good and bad input, trusted and untrusted
+clients; and a counting stand-in for Flask proves which requests the fast path answered itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+from reconciler.settings import load_settings
+from reconciler.web.app import create_app
+from reconciler.web.fast import FastFront
+from reconciler.web.http import log_access
+from reconciler.web.services import Services
+from tests.fixtures.service import Contract, FakeBuilder
+
+CONTRACT = Contract()
+TRUSTED, UNTRUSTED = "127.0.0.1", "192.0.2.7"
+REQUEST: dict[str, Any] = {
+    "kernel": "vmlinuz-amd64",
+    "initramfs": "initramfs-amd64.img",
+    "cmdline": "console=ttyS0",
+    "architecture": "amd64",
+}
+LIMIT = 4096
+
+
+@dataclass
+class Side:
+    app: Flask
+    services: Services
+
+    def wsgi(self, fast: bool) -> Any:
+        return self.app.wsgi_app if fast else self.app.extensions["reconciler.flask_wsgi"]
+
+
+def make_side(root: Path, *, tls: bool = True) -> Side:
+    arch = root / "images" / "amd64"
+    arch.mkdir(parents=True, exist_ok=True)
+    (arch / "vmlinuz-amd64").write_bytes(b"kernel")
+    (arch / "initramfs-amd64.img").write_bytes(b"initramfs")
+    settings = load_settings(None, {}, {
+        "data_dir": str(root / "data"), "images": str(root / "images"),
+        "public_url": "http://files.test:8080", "trusted": ["127.0.0.0/8"],
+        "max_request_bytes": str(LIMIT),
+        **({"public_tls_url": "https://files.test:8443"} if tls else {}),
+    })  # fmt: skip
+    services = Services.open(settings, builder=FakeBuilder())
+    return Side(create_app(settings, services), services)
+
+
+@pytest.fixture
+def sides(tmp_path: Path) -> Iterator[tuple[Side, Side]]:
+    fast, slow = make_side(tmp_path / "fast"), make_side(tmp_path / "flask")
+    yield fast, slow
+    fast.services.close(10)
+    slow.services.close(10)
+
+
+Answer = tuple[str, list[tuple[str, str]], bytes]
+
+
+def call(wsgi: Any, method: str, path: str, body: bytes | None = None, *,
+         client: str = TRUSTED, headers: dict[str, str] | None = None,
+         scheme: str = "http") -> Answer:  # fmt: skip
+    builder = EnvironBuilder(path=path, method=method, data=body, headers=headers,
+                             base_url=f"{scheme}://files.test/",
+                             environ_base={"REMOTE_ADDR": client})  # fmt: skip
+    try:
+        environ = builder.get_environ()
+    finally:
+        builder.close()
+    app_iter, status, response_headers = run_wsgi_app(wsgi, environ, buffered=True)
+    data = b"".join(app_iter)
+    return status, list(response_headers.items()), data
+
+
+def both(sides: tuple[Side, Side], method: str, path: str, body: bytes | None = None,
+         contract: bool = True, **kw: Any) -> Answer:  # fmt: skip
+    """The same request through the fast front of one service and Flask of the other (and,
+    unless told otherwise, its answer checked against the OpenAPI document)."""
+    fast, slow = sides
+    ours = call(fast.wsgi(True), method, path, body, **kw)
+    theirs = call(slow.wsgi(False), method, path, body, **kw)
+    assert ours == theirs, (method, path, body)
+    status, headers, data = ours
+    if contract:
+        CONTRACT.check(
+            method, path, int(status.split()[0]), dict(headers).get("Content-Type"), data
+        )
+    return ours
+
+
+def register(sides: tuple[Side, Side], checkin_id: str = "c1") -> None:
+    status, _, _ = both(sides, "POST", f"/api/v1/checkins/{checkin_id}", b'{"addresses": []}')
+    assert status.startswith("204")
+
+
+CHECKIN_BODIES: list[bytes] = [
+    b'{"addresses": ["10.0.0.1", "2001:db8::1"]}',
+    b'{"addresses": [], "extra": 1}',
+    b"",
+    b"   ",
+    b"nope",
+    b"{}",
+    b'{"addresses": "10.0.0.1"}',
+    b'{"addresses": [1]}',
+    b'{"addresses": ["10.0.0.300"]}',
+    b'{"addresses": ["host.example"]}',
+    b'["10.0.0.1"]',
+    b'{"addresses": [NaN]}',
+    b'{"addresses": ["\\ud800"]}',
+    "\ufeff{}".encode(),
+    b"\xff\xfe",
+    json.dumps({"addresses": ["10.0.0.1"] * 1025}).encode(),  # too many and > LIMIT: 413
+    json.dumps({"addresses": ["10.0.0.1"] * 300}).encode(),
+]
+
+
+@pytest.mark.parametrize("body", CHECKIN_BODIES)
+@pytest.mark.parametrize("client", [TRUSTED, UNTRUSTED])
+def test_checkin_put_answers_like_flask(sides: tuple[Side, Side], body: bytes,
+                                        client: str) -> None:  # fmt: skip
+    register(sides)
+    both(sides, "PUT", "/api/v1/checkins/c1", body, client=client)
+    # The stored state is the same too (timestamps aside).
+    stored = [json.loads(call(side.wsgi(False), "GET", "/api/v1/checkins/c1")[2]) for side in sides]
+    assert [s["addresses"] for s in stored] == [stored[0]["addresses"]] * 2
+
+
+@pytest.mark.parametrize("checkin_id", ["unknown", "c1", "a.b-c_d~e", "caf%C3%A9", "x%2Fy",
+                                        "x%00", "c1/", "'quoted'"])  # fmt: skip
+def test_checkin_ids_answer_like_flask(sides: tuple[Side, Side], checkin_id: str) -> None:
+    register(sides)
+    body = b'{"addresses": ["10.0.0.2"]}'
+    # Odd ids are Flask's to route: some answers (a 403 for an unroutable path) are outside
+    # the document's operations; the two paths must still agree.
+    for client in (TRUSTED, UNTRUSTED):
+        both(sides, "PUT", f"/api/v1/checkins/{checkin_id}", body, client=client, contract=False)
+
+
+BUILD_BODIES: list[object] = [
+    REQUEST,
+    {**REQUEST, "cmdline": "console=ttyS0 quiet"},
+    {**REQUEST, "tlsArtifacts": True},
+    {**REQUEST, "kernel": "vmlinuz-arm64"},
+    {**REQUEST, "files": [{"path": "etc/x", "contentBase64": ""}]},
+    {"kernel": "vmlinuz-amd64"},
+    [REQUEST],
+    "not json",
+    {**REQUEST, "cmdline": "x" * (LIMIT + 1)},
+]
+
+
+@pytest.mark.parametrize("body", BUILD_BODIES)
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_build_post_answers_like_flask(sides: tuple[Side, Side], body: object,
+                                       scheme: str) -> None:  # fmt: skip
+    raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    for _ in range(2):  # new, then resubmitted (the benchmark's case)
+        both(sides, "POST", "/api/v1/builds", raw, scheme=scheme)
+    both(sides, "POST", "/api/v1/builds", raw, client=UNTRUSTED)  # 403
+
+
+def test_tls_artifacts_without_tls_answers_like_flask(tmp_path: Path) -> None:
+    fast = make_side(tmp_path / "fast", tls=False)
+    slow = make_side(tmp_path / "flask", tls=False)
+    try:
+        body = json.dumps({**REQUEST, "tlsArtifacts": True}).encode()
+        status, _, data = both((fast, slow), "POST", "/api/v1/builds", body)
+        assert status.startswith("400") and b"tlsArtifacts" in data
+    finally:
+        fast.services.close(10)
+        slow.services.close(10)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("client", [TRUSTED, UNTRUSTED])
+def test_healthz_answers_like_flask(sides: tuple[Side, Side], method: str, client: str) -> None:
+    # HEAD is not an operation of the document (GET is).
+    status, headers, data = both(sides, method, "/healthz", client=client, contract=method == "GET")
+    assert status == "200 OK" and dict(headers)["Content-Length"] == "3"
+    assert data == (b"ok\n" if method == "GET" else b"")
+
+
+def test_chunked_and_odd_lengths_answer_like_flask(sides: tuple[Side, Side]) -> None:
+    register(sides)
+    body = b'{"addresses": ["10.0.0.3"]}'
+    both(sides, "PUT", "/api/v1/checkins/c1", body, headers={"Content-Length": "+27"})
+
+
+class CountingFlask:
+    """Stands in for Flask behind a fast front: counts what it is handed."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        self.paths.append(f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}")
+        start_response("418 I'M A TEAPOT", [])
+        return []
+
+
+def test_the_fast_path_answers_the_hot_routes_itself(sides: tuple[Side, Side]) -> None:
+    side = sides[0]
+    register(sides)
+    front = side.app.wsgi_app
+    assert isinstance(front, FastFront)
+    counting = CountingFlask()
+    bypass = FastFront(counting, front.settings, front.services, front.verdicts)
+    put, post = b'{"addresses": ["10.0.0.4"]}', json.dumps(REQUEST).encode()
+    for method, path, body, client in [
+        ("PUT", "/api/v1/checkins/c1", put, TRUSTED),
+        ("PUT", "/api/v1/checkins/c1", put, UNTRUSTED),
+        ("PUT", "/api/v1/checkins/unknown", put, UNTRUSTED),
+        ("POST", "/api/v1/builds", post, TRUSTED),
+        ("POST", "/api/v1/builds", b"{", TRUSTED),
+        ("GET", "/healthz", None, UNTRUSTED),
+    ]:
+        status, _, _ = call(bypass, method, path, body, client=client)
+        assert not status.startswith("418"), (method, path, client)
+    for method, path, body, client in [
+        ("POST", "/api/v1/builds", post, UNTRUSTED),  # refused: Flask words the 403
+        ("GET", "/api/v1/builds", None, TRUSTED),
+        ("POST", "/api/v1/checkins/c1", put, TRUSTED),
+        ("PUT", "/api/v1/checkins/caf%C3%A9", put, TRUSTED),
+        ("PUT", "/api/v1/checkins/", put, TRUSTED),
+        ("POST", "/healthz", None, TRUSTED),
+    ]:
+        status, _, _ = call(bypass, method, path, body, client=client)
+        assert status.startswith("418"), (method, path, client)
+    assert len(counting.paths) == 6
+
+
+def test_both_paths_log_one_line_per_request(sides: tuple[Side, Side],
+                                             caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    register(sides)
+    caplog.set_level(logging.INFO, logger="reconciler.web.access")
+    caplog.clear()
+    both(sides, "PUT", "/api/v1/checkins/c1", b'{"addresses": ["10.0.0.5"]}', client=UNTRUSTED)
+    both(sides, "GET", "/healthz")
+    assert log_access.flush()
+    lines = [r.getMessage() for r in caplog.records if r.name == "reconciler.web.access"]
+    assert len(lines) == 4, lines
+    for line in lines[:2]:
+        assert line.startswith("PUT /api/v1/checkins/c1 204 ") and line.endswith(f"ms {UNTRUSTED}")
+    for line in lines[2:]:
+        assert line.startswith("GET /healthz 200 ") and line.endswith(f"ms {TRUSTED}")
