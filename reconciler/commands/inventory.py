@@ -20,6 +20,7 @@ from reconciler.adapters import secrets
 from reconciler.adapters.git import WORKTREE, GitInventory, Snapshot
 from reconciler.errors import InputError, ReconcilerError
 from reconciler.model import Inventory, Problem, desired_hosts, load_inventory, parse_inventory
+from reconciler.model.inventory import ParseCache
 from reconciler.plan.inventory_diff import diff_inventories, to_record
 from reconciler.plan.markdown import render_markdown
 from reconciler.render import DEFAULT_PUBLIC_URL, Renderer, RenderSettings
@@ -116,8 +117,10 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _snapshot_inventory(snap: Snapshot) -> tuple[Inventory, list[Problem]]:
-    return parse_inventory(snap.files, seniority=snap.seniority)
+def _snapshot_inventory(
+    snap: Snapshot, cache: ParseCache | None = None
+) -> tuple[Inventory, list[Problem]]:
+    return parse_inventory(snap.files, seniority=snap.seniority, cache=cache)
 
 
 def plan_revisions(root: Path, base: str | None, head: str | None) -> dict[str, Any]:
@@ -130,8 +133,10 @@ def plan_revisions(root: Path, base: str | None, head: str | None) -> dict[str, 
     else:
         known = {head_snap.blobs[p]: d for p, d in head_snap.files.items()}
         base_snap = repo.snapshot(base or "HEAD", known=known)
-    base_inv, _ = _snapshot_inventory(base_snap)
-    head_inv, problems = _snapshot_inventory(head_snap)
+    # Files unchanged between base and head are parsed once.
+    cache: ParseCache = {}
+    base_inv, _ = _snapshot_inventory(base_snap, cache)
+    head_inv, problems = _snapshot_inventory(head_snap, cache)
     plan = diff_inventories(base_inv, head_inv, problems=problems,
                             base_name=base_snap.revision, head_name=head_snap.revision)
     return {"record": to_record(plan), "markdown": render_markdown(plan)}
