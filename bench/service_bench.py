@@ -4,25 +4,27 @@
     .venv/bin/python bench/service_bench.py download   # or: latency, checkins
 
 (a) latency:  POST /api/v1/builds of an already built request, 50 concurrent keep-alive
-              clients (curl), each sending 10 requests a second; p50/p99. Then saturated: 50
-              clients back to back (ab). Baseline: GET /healthz measured the same way (the
-              floor of cheroot + Flask). Goal p99 <= 10 ms.
+              clients (asyncio, in this process), each sending 10 requests a second; p50/p99
+              counted from each request's due time. Then saturated: 50 connections back to
+              back (wrk). Baselines measured the same way: GET /healthz, and the floor, a bare
+              WSGI hello-world on cheroot (bench/service_floor.py). Goal p99 <= 10 ms.
 (b) download: a 200 MB ISO built by the service, 16 concurrent curl clients each fetching
               50 x 4 MiB Range requests on keep-alive (what BMCs do), and 16 whole-file
               downloads; beside nginx (Debian nginx-light, sendfile, started here on loopback
               with its own config/pid/temp dirs and stopped after) serving the same file.
               Median of 3 runs each; server CPU seconds per GB too. Goal >= 0.8x nginx.
-(c) checkins: PUT /api/v1/checkins/{id} per second, 16 keep-alive clients (ab). Baseline:
-              GET /healthz per second with the same clients. Goal >= 2,000 PUT/s.
+(c) checkins: PUT /api/v1/checkins/{id} per second, 16 keep-alive connections (wrk).
+              Baselines: GET /healthz and the hello-world floor, same load. Goal >= 2,000/s.
 
-Needs ab (apache2-utils), curl, nginx (nginx-light) and the test kernel
+Every part prints the load average: the load generator shares the machine's cores.
+Needs wrk, curl, nginx (nginx-light) and the test kernel
 (scripts/fetch-boot-tools.sh). Numbers depend on the machine: 2 shared cores here.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import asyncio
 import json
 import os
 import re
@@ -111,120 +113,183 @@ def wait_completed(svc: ServiceProcess, build_id: str, timeout: float = 300) -> 
         time.sleep(0.1)
 
 
-# --- ab (ApacheBench) --------------------------------------------------------------------
+# --- load generators: wrk (saturated) and a paced asyncio client -------------------------
+
+WRK_LUA = """\
+wrk.method = "{method}"
+wrk.body = {body}
+wrk.headers["Content-Type"] = "application/json"
+"""
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def ab(url: str, *, concurrency: int, requests_: int, method: str = "GET",
-       body: Path | None = None, workdir: Path) -> dict[str, float]:  # fmt: skip
-    """Run ab with keep-alive; requests/s and latency percentiles (ms, from ab's -e table)."""
-    table = workdir / "ab-percentiles.csv"
-    argv = [need("ab", "apache2-utils"), "-q", "-k", "-r", "-c", str(concurrency),
-            "-n", str(requests_), "-e", str(table)]  # fmt: skip
-    if method == "POST":
-        argv += ["-p", str(body), "-T", "application/json"]
-    elif method == "PUT":
-        argv += ["-u", str(body), "-T", "application/json"]
-    out = subprocess.run([*argv, url], capture_output=True, text=True, timeout=600, check=True)
-    text = out.stdout
-    failed = int(re.search(r"Failed requests:\s+(\d+)", text).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx responses:\s+(\d+)", text)
-    if failed or non2xx:
-        sys.exit(f"ab saw failures against {url}:\n{text}")
-    rps = float(re.search(r"Requests per second:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
-    percentiles = {}
-    with open(table) as f:
-        for row in csv.reader(f):
-            if row[0].replace(".", "").isdigit():
-                percentiles[int(float(row[0]))] = float(row[1])
-    return {"rps": rps, "p50": percentiles[50], "p99": percentiles[99]}
+def wrk(url: str, *, connections: int, seconds: int, method: str = "GET",
+        body: bytes | None = None, work: Path) -> dict[str, float]:  # fmt: skip
+    """Saturated: ``connections`` keep-alive connections back to back (Debian wrk, 2 threads);
+    requests/s and latency percentiles in ms."""
+    argv = [need("wrk", "wrk"), "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if body is not None:
+        script = work / f"wrk-{method.lower()}.lua"
+        script.write_text(WRK_LUA.format(method=method, body=lua_string(body)))
+        argv += ["-s", str(script)]
+    out = subprocess.run([*argv, url], capture_output=True, text=True, timeout=seconds + 60,
+                         check=True).stdout  # fmt: skip
+    if "Non-2xx" in out or "Socket errors" in out:
+        sys.exit(f"wrk saw failures against {url}:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    found = {}
+    for pct, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
+        found[f"p{pct}"] = float(value) * _UNITS[unit]
+    return {"rps": rps, **found}
+
+
+def lua_string(data: bytes) -> str:
+    return '"' + "".join(f"\\{b:03d}" for b in data) + '"'
+
+
+async def _paced_client(host: str, port: int, request: bytes, *, start: float, period: float,
+                        count: int, times: list[float]) -> None:  # fmt: skip
+    """One keep-alive connection sending ``count`` requests at fixed times. Latency is counted
+    from the time a request was due, not when it went out: a slow answer delays the next
+    request, and that wait is part of what a paced client sees (no coordinated omission)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    loop = asyncio.get_running_loop()
+    try:
+        for n in range(count):
+            due = start + n * period
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = head[9:12]
+            length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+            if length:
+                await reader.readexactly(int(length.group(1)))
+            if not status.startswith(b"2"):
+                raise RuntimeError(f"answer {status.decode()}: {head[:200]!r}")
+            times.append((loop.time() - due) * 1000)
+    finally:
+        writer.close()
+
+
+def paced(url: str, *, clients: int, rate: float, seconds: float, method: str = "GET",
+          body: bytes = b"") -> dict[str, float]:  # fmt: skip
+    """``clients`` keep-alive connections, each sending ``rate`` requests a second for
+    ``seconds`` (asyncio, one process; starts spread over one period); p50/p99 in ms."""
+    match = re.match(r"http://([^:/]+):(\d+)(/.*)", url)
+    assert match, url
+    host, port, path = match.group(1), int(match.group(2)), match.group(3)
+    request = (f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+               ).encode() + body  # fmt: skip
+    period, count = 1.0 / rate, int(seconds * rate)
+    times: list[float] = []
+
+    async def run() -> None:
+        start = asyncio.get_running_loop().time() + 0.2
+        await asyncio.gather(*(
+            _paced_client(host, port, request, start=start + n * period / clients,
+                          period=period, count=count, times=times)
+            for n in range(clients)
+        ))  # fmt: skip
+
+    started = time.monotonic()
+    asyncio.run(run())
+    elapsed = time.monotonic() - started
+    cuts = statistics.quantiles(times, n=100)
+    return {"p50": cuts[49], "p99": cuts[98], "rps": len(times) / elapsed}
+
+
+@contextmanager
+def floor_server(work: Path) -> Iterator[str]:
+    """bench/service_floor.py: hello-world on cheroot with the service's settings and its
+    access log line (to a file, like the service's)."""
+    port = free_port()
+    log = open(work / "floor.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "service_floor.py"), str(port),
+                             "--log"], stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    url = f"http://127.0.0.1:{port}/healthz"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                requests.get(url, timeout=1)
+                break
+            except requests.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    sys.exit("bench/service_floor.py did not start")
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (5 min {five:.2f})"
 
 
 # --- (a) resubmitted-build POST latency ---------------------------------------------------
 
 
-def paced_clients(url: str, *, clients: int, each: int, rate: str, body: Path | None,
-                  work: Path) -> dict[str, float]:  # fmt: skip
-    """``clients`` curl processes, each sending ``each`` requests at ``rate`` on one
-    keep-alive connection; the latency of every request as curl measured it."""
-    config = work / "paced.cfg"
-    config.write_text(f'url = "{url}"\noutput = "/dev/null"\n' * each)
-    argv = ["curl", "-sS", "--rate", rate, "-K", str(config),
-            "-w", "%{http_code} %{time_total}\n"]  # fmt: skip
-    if body is not None:
-        argv += ["-H", "Content-Type: application/json", "--data-binary", f"@{body}"]
-    started = time.monotonic()
-    # Independent clients: spread their starts over one period instead of firing in lockstep
-    # (all 50 at the same instant every 100 ms is a burst, not 50 clients).
-    period = 1.0 / float(rate.split("/")[0])
-    procs = []
-    for n in range(clients):
-        time.sleep(max(0.0, started + n * period / clients - time.monotonic()))
-        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True))
-    times: list[float] = []
-    failures = 0
-    for proc in procs:
-        out, _ = proc.communicate(timeout=600)
-        for line in out.split("\n"):
-            if line:
-                code, seconds = line.split()
-                if code.startswith("2"):
-                    times.append(float(seconds) * 1000)
-                else:
-                    failures += 1
-    elapsed = time.monotonic() - started
-    if failures:
-        sys.exit(f"{url}: {failures} of {clients * each} requests failed")
-    cuts = statistics.quantiles(times, n=100)
-    return {"p50": cuts[49], "p99": cuts[98], "rps": len(times) / elapsed}
-
-
 def bench_latency(svc: ServiceProcess, work: Path) -> None:
-    body = work / "build.json"
-    body.write_text(json.dumps(REQUEST))
+    body = json.dumps(REQUEST).encode()
     build_id = requests.post(f"{svc.url}/api/v1/builds", json=REQUEST).json()["id"]
     wait_completed(svc, build_id)
     builds, health = f"{svc.url}/api/v1/builds", f"{svc.url}/healthz"
-    paced = {"clients": 50, "each": 100, "rate": "10/s", "work": work}
-    post = paced_clients(builds, body=body, **paced)  # type: ignore[arg-type]
-    base = paced_clients(health, body=None, **paced)  # type: ignore[arg-type]
-    print("(a) resubmitted build POST /api/v1/builds, 50 concurrent keep-alive clients "
-          "(curl), each 10 requests/s, starts spread over 100 ms")  # fmt: skip
-    print(f"    POST  p50 {post['p50']:.1f} ms  p99 {post['p99']:.1f} ms  "
-          f"({post['rps']:.0f} req/s)   goal p99 <= 10 ms")  # fmt: skip
-    print(f"    baseline GET /healthz  p50 {base['p50']:.1f} ms  p99 {base['p99']:.1f} ms")
-    print(f"    ratio p99 POST / p99 healthz: {post['p99'] / max(base['p99'], 0.1):.2f}")
-    n = 10_000
-    ab(builds, concurrency=50, requests_=1000, method="POST", body=body, workdir=work)  # warm
-    post = ab(builds, concurrency=50, requests_=n, method="POST", body=body, workdir=work)
-    base = ab(health, concurrency=50, requests_=n, workdir=work)
-    print("    saturated: 50 clients back to back (ab -k -c 50), so latency = 50 / throughput:")
-    print(f"    POST  p50 {post['p50']:.1f} ms  p99 {post['p99']:.1f} ms  "
-          f"({post['rps']:.0f} req/s)")  # fmt: skip
-    print(f"    baseline GET /healthz  p50 {base['p50']:.1f} ms  p99 {base['p99']:.1f} ms  "
-          f"({base['rps']:.0f} req/s)")  # fmt: skip
-    print(f"    ratio p99 POST / p99 healthz: {post['p99'] / max(base['p99'], 0.1):.2f}")
+    seconds = 10
+    with floor_server(work) as floor:
+        print(f"(a) resubmitted build POST /api/v1/builds, 50 keep-alive clients; {load()}")
+        print("    paced: each client 10 requests/s (asyncio, latency from the due time)")
+        wrk(builds, connections=50, seconds=2, method="POST", body=body, work=work)  # warm-up
+        post = paced(builds, clients=50, rate=10, seconds=seconds, method="POST", body=body)
+        base = paced(health, clients=50, rate=10, seconds=seconds)
+        bare = paced(floor, clients=50, rate=10, seconds=seconds)
+        print(f"      POST  p50 {post['p50']:.1f} ms  p99 {post['p99']:.1f} ms  "
+              f"({post['rps']:.0f} req/s)   goal p99 <= 10 ms")  # fmt: skip
+        print(f"      baseline GET /healthz  p50 {base['p50']:.1f} ms  p99 {base['p99']:.1f} ms")
+        print(f"      floor: hello-world on cheroot  p50 {bare['p50']:.1f} ms  "
+              f"p99 {bare['p99']:.1f} ms")  # fmt: skip
+        print(f"      ratio p99 POST / p99 healthz: {post['p99'] / max(base['p99'], 0.1):.2f}; "
+              f"POST / floor: {post['p99'] / max(bare['p99'], 0.1):.2f}   ({load()})")  # fmt: skip
+        post = wrk(builds, connections=50, seconds=seconds, method="POST", body=body, work=work)
+        base = wrk(health, connections=50, seconds=seconds, work=work)
+        bare = wrk(floor, connections=50, seconds=seconds, work=work)
+        print("    saturated: 50 connections back to back (wrk), so latency ~ 50 / throughput:")
+        for label, r in (("POST", post), ("baseline GET /healthz", base),
+                         ("floor: hello-world on cheroot", bare)):  # fmt: skip
+            print(f"      {label}  p50 {r['p50']:.1f} ms  p99 {r['p99']:.1f} ms  "
+                  f"({r['rps']:.0f} req/s)")  # fmt: skip
+        print(f"      ratio p99 POST / p99 healthz: {post['p99'] / max(base['p99'], 0.1):.2f}; "
+              f"req/s POST / floor: {post['rps'] / bare['rps']:.2f}   ({load()})")  # fmt: skip
 
 
 # --- (c) checkin PUTs per second ----------------------------------------------------------
 
 
 def bench_checkins(svc: ServiceProcess, work: Path) -> None:
-    body = work / "checkin.json"
-    body.write_text(json.dumps({"addresses": ["198.18.0.150", "2001:db8::150"]}))
+    body = json.dumps({"addresses": ["198.18.0.150", "2001:db8::150"]}).encode()
     requests.post(f"{svc.url}/api/v1/checkins/bench-node", json={"addresses": []})
     url = f"{svc.url}/api/v1/checkins/bench-node"
-    n = 20_000
-    ab(url, concurrency=16, requests_=2000, method="PUT", body=body, workdir=work)  # warm-up
-    pids = children(svc.proc.pid)  # type: ignore[union-attr]
-    cpu0 = cpu_seconds(pids)
-    put = ab(url, concurrency=16, requests_=n, method="PUT", body=body, workdir=work)
-    cpu_put = (cpu_seconds(pids) - cpu0) / n * 1e6
-    health = ab(f"{svc.url}/healthz", concurrency=16, requests_=n, workdir=work)
-    print(f"(c) checkin PUT, 16 concurrent keep-alive clients, {n} requests (ab)")
+    seconds = 10
+    with floor_server(work) as floor:
+        print(f"(c) checkin PUT, 16 keep-alive connections back to back (wrk); {load()}")
+        wrk(url, connections=16, seconds=2, method="PUT", body=body, work=work)  # warm-up
+        pids = children(svc.proc.pid)  # type: ignore[union-attr]
+        cpu0 = cpu_seconds(pids)
+        put = wrk(url, connections=16, seconds=seconds, method="PUT", body=body, work=work)
+        cpu_put = (cpu_seconds(pids) - cpu0) / (put["rps"] * seconds) * 1e6
+        health = wrk(f"{svc.url}/healthz", connections=16, seconds=seconds, work=work)
+        bare = wrk(floor, connections=16, seconds=seconds, work=work)
     print(f"    PUT /api/v1/checkins/{{id}}  {put['rps']:.0f} req/s  (p99 {put['p99']:.1f} ms, "
           f"server CPU {cpu_put:.0f} us/request)   goal >= 2,000/s")  # fmt: skip
     print(f"    baseline GET /healthz  {health['rps']:.0f} req/s")
-    print(f"    ratio PUT / healthz: {put['rps'] / health['rps']:.2f}")
+    print(f"    floor: hello-world on cheroot with the log line  {bare['rps']:.0f} req/s")
+    print(f"    ratio PUT / healthz: {put['rps'] / health['rps']:.2f}; "
+          f"PUT / floor: {put['rps'] / bare['rps']:.2f}   ({load()})")  # fmt: skip
 
 
 # --- (b) downloads beside nginx -----------------------------------------------------------
