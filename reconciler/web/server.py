@@ -12,6 +12,7 @@ deadline (cheroot's own stop waits without bound for a download in progress).
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import ssl
 import threading
@@ -70,6 +71,9 @@ class SendfileGateway(wsgi.Gateway_10):
             # Let cheroot's own write report the mismatch exactly as it always did.
             self.write(body)
             return
+        outheaders = self.req.outheaders
+        if not any(name.lower() == b"date" for name, _ in outheaders):
+            outheaders.append((b"Date", http_date()))  # what cheroot adds, made once a second
         conn = self.req.conn
         wfile = conn.wfile
         headers = _Collect()
@@ -101,6 +105,18 @@ class SendfileGateway(wsgi.Gateway_10):
             # The file changed under us: the client must not take a short body for whole.
             self.req.close_connection = True
             raise OSError(f"sent {sent} of {body.length} bytes: the file was truncated")
+
+
+_date: tuple[int, bytes] = (0, b"")
+
+
+def http_date() -> bytes:
+    """The Date header's value (cheroot formats it anew for every response)."""
+    global _date
+    second = int(time.time())
+    if _date[0] != second:
+        _date = (second, email.utils.formatdate(second, usegmt=True).encode("latin-1"))
+    return _date[1]
 
 
 class _Collect:
