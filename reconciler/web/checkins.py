@@ -8,6 +8,7 @@ succeeds after the service restarts.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from flask import Blueprint, Response
@@ -44,11 +45,25 @@ def parse_addresses(body: object) -> tuple[str, ...]:
     for i, value in enumerate(addresses):
         if not isinstance(value, str):
             raise HttpError(400, f"addresses[{i}]: expected a string, got {type(value).__name__}")
-        try:
-            parsed.append(str(ipaddress.ip_address(value)))
-        except ValueError:
-            raise HttpError(400, f"addresses[{i}]: {show(value)} is not an IP address") from None
+        # Only short strings go through the cache: it must not hold megabytes of junk.
+        normal = canonical_address(value) if len(value) <= 64 else _canonical(value)
+        if normal is None:
+            raise HttpError(400, f"addresses[{i}]: {show(value)} is not an IP address")
+        parsed.append(normal)
     return tuple(parsed)
+
+
+def _canonical(text: str) -> str | None:
+    """The address as ipaddress writes it, or None."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+# Cached: a server reports the same few addresses in every PUT, and parsing an IPv6 address
+# costs more than the rest of the request's handling.
+canonical_address = functools.lru_cache(maxsize=4096)(_canonical)
 
 
 def _view(record: Checkin) -> Response:
