@@ -350,6 +350,17 @@ class Checkin:
         return cls(record["id"], tuple(str(a) for a in addresses), parse_time(record["timestamp"]))
 
 
+class _Batch:
+    """Changes that one snapshot write makes durable."""
+
+    __slots__ = ("done", "error", "led")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.led = False  # a change of this batch has taken on writing it
+
+
 class CheckinStore:
     """Registered checkin ids and their addresses, persisted with group commit.
 
@@ -371,12 +382,11 @@ class CheckinStore:
         self.root = data_dir
         self._generation = 0
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
         self._records: dict[str, Checkin] = {}
         self._lines: dict[str, str] = {}  # id -> its JSON line, so a snapshot is one join
-        self._version = 0  # bumped by every change
-        self._written = 0  # the version the file on disk holds
         self._writing = False
+        self._idle = threading.Condition(self._lock)  # the next batch's writer waits here
+        self._batch = _Batch()  # the changes the next snapshot will hold
 
     def _snapshot(self, generation: int) -> Path:
         return self.root / f"checkins-{generation:016x}.jsonl"
@@ -412,67 +422,86 @@ class CheckinStore:
         self._records[record.id] = record
         self._lines[record.id] = json.dumps(record.to_record(), ensure_ascii=False)
 
-    def _commit(self) -> None:
-        """Called with the lock held after a change: return once it is on disk."""
-        self._version += 1
-        version = self._version
-        while self._written < version:
-            if self._writing:
-                self._changed.wait()  # the running write may not hold our change: wait
-                continue
-            self._writing = True
-            target = self._version
-            data = "".join(line + "\n" for line in self._lines.values()).encode("utf-8")
-            # Plain strings: pathlib costs more than the write at a few thousand PUTs a second.
-            previous = os.path.join(self.root, f"checkins-{self._generation:016x}.jsonl")
-            new = os.path.join(self.root, f"checkins-{self._generation + 1:016x}.jsonl")
-            self._lock.release()  # write without blocking the changes that will ride next
+    def _join(self) -> tuple[_Batch, bool]:
+        """Called with the lock held after a change: the batch whose write covers it, and
+        whether this caller writes that batch (the first change of a batch does)."""
+        batch = self._batch
+        lead, batch.led = not batch.led, True
+        return batch, lead
+
+    def _commit(self, batch: _Batch, lead: bool) -> None:
+        """Called without the lock: return once ``batch`` is on disk (or raise its error).
+
+        The others of a batch sleep on its event and wake once, when it is written; only the
+        writer of the next batch waits for the write in progress to end.
+        """
+        if not lead:
+            batch.done.wait()
+        else:
+            with self._lock:
+                while self._writing:
+                    self._idle.wait()
+                self._writing = True
+                self._batch = _Batch()  # changes from now on ride the next write
+                data = "".join(line + "\n" for line in self._lines.values()).encode("utf-8")
+                # Plain strings: pathlib costs more than the write at thousands of PUTs/s.
+                previous = os.path.join(self.root, f"checkins-{self._generation:016x}.jsonl")
+                new = os.path.join(self.root, f"checkins-{self._generation + 1:016x}.jsonl")
             try:
                 write_atomic(Path(new), data, durable=False)
                 self._generation += 1  # only the writer (self._writing) touches it
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(previous)
+            except BaseException as exc:
+                batch.error = exc
+                raise
             finally:
-                self._lock.acquire()
-                self._writing = False
-                self._changed.notify_all()
-            self._written = max(self._written, target)
+                with self._lock:
+                    self._writing = False
+                    self._idle.notify()
+                batch.done.set()
+        if batch.error is not None:
+            raise OSError(f"checkins: writing the snapshot failed: {batch.error}")
 
     def register(self, checkin_id: str, addresses: tuple[str, ...] = ()) -> Checkin:
-        with self._changed:
+        with self._lock:
             record = Checkin(checkin_id, addresses, now())
             self._set(record)
-            self._commit()
-            return record
+            ticket = self._join()
+        self._commit(*ticket)
+        return record
 
     def update(self, checkin_id: str, addresses: tuple[str, ...]) -> Checkin | None:
         """Replace the addresses of a registered id; None when the id is not registered."""
-        with self._changed:
+        with self._lock:
             if checkin_id not in self._records:
                 return None
             record = Checkin(checkin_id, addresses, now())
             self._set(record)
-            self._commit()
-            return record
+            ticket = self._join()
+        self._commit(*ticket)
+        return record
 
     def get(self, checkin_id: str) -> Checkin | None:
         return self._records.get(checkin_id)
 
     def delete(self, checkin_id: str) -> bool:
-        with self._changed:
+        with self._lock:
             if self._records.pop(checkin_id, None) is None:
                 return False
             del self._lines[checkin_id]
-            self._commit()
-            return True
+            ticket = self._join()
+        self._commit(*ticket)
+        return True
 
     def purge(self) -> int:
-        with self._changed:
+        with self._lock:
             count = len(self._records)
             self._records.clear()
             self._lines.clear()
-            self._commit()
-            return count
+            ticket = self._join()
+        self._commit(*ticket)
+        return count
 
     def __iter__(self) -> Iterator[Checkin]:
         return iter(list(self._records.values()))
