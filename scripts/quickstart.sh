@@ -21,7 +21,7 @@ fi
 scripts/setup.sh
 
 echo "quickstart: base images (cached in build/images/; the first build takes a few minutes)"
-images=$(.venv/bin/python -m tests.fixtures.base_images amd64 | tail -n 1)
+images=$(.venv/bin/reconciler images ensure --arch amd64 | tail -n 1)
 
 echo "quickstart: bringing the lab up"
 .venv/bin/reconciler lab up --hosts 2 --images "$images"

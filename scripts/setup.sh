@@ -36,3 +36,11 @@ fi
 
 # arm64 boot tools and the Debian kernels the boot tests use (nothing installed on the host).
 scripts/fetch-boot-tools.sh
+
+# The base images (ephemeral OS + lab target image), built once per digest of their inputs,
+# so the test session and the lab start offline. Needs root (debootstrap, chroot).
+if [ "$(id -u)" -eq 0 ]; then
+    .venv/bin/reconciler images ensure --arch amd64 >/dev/null
+else
+    echo "setup: not root: skipping the base images (the lab and its tests need root)"
+fi

@@ -3,6 +3,7 @@
     reconciler images build  --arch amd64 --out DIR     # DIR/amd64/{vmlinuz,initramfs}-amd64*
     reconciler images target --arch amd64 --out DIR     # DIR/amd64/debian-12-amd64.qcow2
     reconciler images show   --arch amd64 --out DIR     # summary of DIR/amd64/manifest.json
+    reconciler images ensure --arch amd64               # both, cached by input digest; prints DIR
 
 ``DIR`` is what ``reconciler serve --images DIR`` reads. Packages come from this machine's
 apt sources; the ``.deb`` files are kept in ``--cache`` so a rebuild downloads nothing new.
@@ -16,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from reconciler.imagebuild import debian, ephemeral, target
+from reconciler.imagebuild import cache, debian, ephemeral, target
 from reconciler.imagebuild.manifest import read_manifest
 from reconciler.paths import project_root
 
@@ -56,6 +57,15 @@ def register(subparsers: Any) -> None:
     _work(tgt)
     tgt.set_defaults(func=_target)
 
+    ensure = sub.add_parser(
+        "ensure", help="build both once per digest of their inputs (cached); print the DIR"
+    )
+    ensure.add_argument("--arch", choices=sorted(debian.ARCHES), default=cache.DEFAULT_ARCH,
+                        help="Debian architecture (default: %(default)s)")
+    ensure.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                        help="cache root (default: $RECONCILER_IMAGE_CACHE or build/images)")
+    ensure.set_defaults(func=_ensure)
+
     show = sub.add_parser("show", help="summarise DIR/<arch>/manifest.json")
     _common(show)
     show.set_defaults(func=_show)
@@ -75,6 +85,12 @@ def _target(args: argparse.Namespace) -> int:
     data = read_manifest(image.with_name(f"debian-12-{args.arch}.manifest.json"))
     print(f"{image}: {data['image']['size'] / 2**20:.1f} MiB qcow2, sha256 "
           f"{data['image']['sha256']}, built in {data['buildSeconds']['total']:.0f} s")
+    return 0
+
+
+def _ensure(args: argparse.Namespace) -> int:
+    built = cache.ensure(args.arch, args.cache)
+    print(built.images_dir)
     return 0
 
 

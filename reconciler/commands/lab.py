@@ -116,7 +116,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if args.images.is_dir() and not (args.images / args.arch).is_dir():
             raise InputError(
                 f"--images: {args.images} has no {args.arch}/ directory of base artifacts",
-                hint="python -m tests.fixtures.base_images, or reconciler images build --out DIR",
+                hint="reconciler images ensure prints one, or reconciler images build --out DIR",
             )
         service = lifecycle.ServiceOptions(service_argv(args.images, paths.root / "service"))
     options = lifecycle.UpOptions(
