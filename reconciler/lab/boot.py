@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler.adapters import secrets as creds
 from reconciler.adapters.redfish.client import BmcEndpoint
@@ -36,6 +36,10 @@ from reconciler.errors import InputError, PermanentError, ToolFailed
 from reconciler.lab import netns
 from reconciler.lab.spec import LabHost
 from reconciler.lab.state import LabState
+
+if TYPE_CHECKING:
+    from reconciler.model.desired import DesiredHost
+    from reconciler.model.inventory import Inventory
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -234,6 +238,17 @@ def wait_for_ssh(state: LabState, key: Path, address: str, *, timeout: float) ->
 # ---------------------------------------------------------------- the two workflows
 
 
+def _load_desired(inventory_dir: Path) -> tuple[Inventory, dict[str, DesiredHost]]:
+    """The inventory and its desired hosts, or the first problem as a one-line error."""
+    from reconciler.model.desired import desired_hosts
+    from reconciler.model.inventory import load_inventory
+
+    inventory, problems = load_inventory(inventory_dir)
+    if problems:
+        raise InputError(f"{inventory_dir}/{problems[0]}", hint=f"{len(problems)} problem(s)")
+    return inventory, desired_hosts(inventory)
+
+
 def provision(
     state: LabState,
     host: LabHost,
@@ -244,14 +259,9 @@ def provision(
     ssh_timeout: float = 300,
 ) -> Booted:
     """Boot ``host`` into the ephemeral OS with its inventory identity (static IPAM address)."""
-    from reconciler.model.desired import desired_hosts
-    from reconciler.model.inventory import load_inventory
     from reconciler.render.renderer import RenderSettings, render_host
 
-    inventory, problems = load_inventory(inventory_dir)
-    if problems:
-        raise InputError(f"{inventory_dir}/{problems[0]}", hint=f"{len(problems)} problem(s)")
-    desired = desired_hosts(inventory)
+    inventory, desired = _load_desired(inventory_dir)
     matches = [h for h in desired.values() if any(i.mac == host.mac for i in h.interfaces)]
     if not matches:
         raise InputError(f"{inventory_dir}: no server has an interface with MAC {host.mac}")
@@ -305,14 +315,9 @@ def inspect(
     ssh_timeout: float = 300,
 ) -> Booted:
     """Boot ``host`` knowing only its BMC: DHCP, checkin, SSH, hw-inventory."""
-    from reconciler.model.desired import desired_hosts
-    from reconciler.model.inventory import load_inventory
     from reconciler.render.renderer import RenderSettings, render_host
 
-    inventory, problems = load_inventory(inventory_dir)
-    if problems:
-        raise InputError(f"{inventory_dir}/{problems[0]}", hint=f"{len(problems)} problem(s)")
-    desired = desired_hosts(inventory)
+    inventory, desired = _load_desired(inventory_dir)
     # Inspection needs only the profile (kernel, initramfs, cmdline): take any server's.
     template = next(iter(desired.values()))
     inspection_id = str(uuid.uuid4())
