@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
+from typing import Any
 
 REDACTED = "***"
 
@@ -55,13 +57,32 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not when it was made.
+
+    The access log is written by a thread of its own; a stream captured at setup time (a
+    test runner's, a redirected one) may be closed by then.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def setup(level: int = logging.INFO) -> None:
     """Configure the root logger once: one line per record, secrets redacted."""
     root = logging.getLogger()
     if any(isinstance(f, RedactingFilter) for h in root.handlers for f in h.filters):
         root.setLevel(level)
         return
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
     root.addHandler(handler)

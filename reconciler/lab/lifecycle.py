@@ -276,13 +276,16 @@ def start_libvirt(paths: LabPaths) -> None:
         daemon(paths, "virtlogd"),
         libvirt_wrapper(paths, ["virtlogd", "-f", str(etc / "virtlogd.conf")]),
     )
-    daemons.start(
+    pid = daemons.start(
         daemon(paths, "libvirtd"),
         libvirt_wrapper(paths, ["libvirtd", "-f", str(etc / "libvirtd.conf")]),
     )
     deadline = time.monotonic() + _READY_TIMEOUT
     while True:
-        if daemons.read_pid(daemon(paths, "libvirtd")) is None:
+        # The pid itself, not read_pid(): while the wrapper execs (ip netns exec -> unshare ->
+        # sh -> libvirtd) /proc/PID/cmdline can read empty for an instant, and read_pid()
+        # would then call a starting libvirtd gone.
+        if not daemons.alive(pid):
             raise ToolFailed(f"libvirtd exited: {daemons.log_tail(daemon(paths, 'libvirtd'))}")
         if paths.libvirt_socket.exists():
             proc = virsh(paths, ["version"], check=False)
@@ -354,13 +357,13 @@ def start_sushy(paths: LabPaths, hosts: Sequence[LabHost]) -> None:
         "sushy_tools.emulator.main:app",
     ]
     env = {"SUSHY_EMULATOR_CONFIG": str(config), "TMPDIR": str(tmp)}
-    daemons.start(daemon(paths, "sushy"), argv, env=env)
+    pid = daemons.start(daemon(paths, "sushy"), argv, env=env)
     creds_ = creds.resolve(CREDENTIALS_REF, directory=secrets_dir_of(paths))
     url = f"{BMC_URL}/redfish/v1/Systems"
     deadline = time.monotonic() + _READY_TIMEOUT
     last = ""
     while time.monotonic() < deadline:
-        if daemons.read_pid(daemon(paths, "sushy")) is None:
+        if not daemons.alive(pid):  # not read_pid(): see start_libvirt
             tail = daemons.log_tail(daemon(paths, "sushy"))
             raise ToolFailed(f"the Redfish emulator exited: {tail}")
         try:
@@ -397,11 +400,11 @@ def http_json(
 
 def start_service(paths: LabPaths, service: ServiceOptions) -> None:
     argv = [*netns.exec_prefix(NAMESPACE), *service.argv]
-    daemons.start(daemon(paths, "service"), argv)
+    pid = daemons.start(daemon(paths, "service"), argv)
     url = f"{SERVICE_URL}/healthz"
     deadline = time.monotonic() + _READY_TIMEOUT
     while time.monotonic() < deadline:
-        if daemons.read_pid(daemon(paths, "service")) is None:
+        if not daemons.alive(pid):  # not read_pid(): see start_libvirt
             tail = daemons.log_tail(daemon(paths, "service"))
             raise ToolFailed(f"the build service exited: {tail}")
         try:
