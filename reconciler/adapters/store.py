@@ -6,7 +6,7 @@ Layout under the data directory (one service process owns it: ``service.lock``):
     builds/<id>/uki.efi        artifacts, present only once the build completed
     builds/<id>/boot.iso
     work/<id>-<attempt>/       where a running build writes; moved into builds/<id>/ on success
-    checkins-<gen>.jsonl       every checkin record (CheckinDict), one JSON line each
+    checkins-<gen>.jsonl       checkin journal: CheckinDict lines and deletion lines, appended
     trash/                     directories being deleted (renamed here first, then removed)
 
 Every file is written under a temporary name in its directory and renamed over the target,
@@ -350,50 +350,42 @@ class Checkin:
         return cls(record["id"], tuple(str(a) for a in addresses), parse_time(record["timestamp"]))
 
 
-class _Batch:
-    """Changes that one snapshot write makes durable."""
-
-    __slots__ = ("done", "error", "led")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-        self.led = False  # a change of this batch has taken on writing it
-
-
 class CheckinStore:
-    """Registered checkin ids and their addresses, persisted with group commit.
+    """Registered checkin ids and their addresses, persisted as an append-only journal.
 
-    Every change is applied in memory and returns only once a snapshot holding it is on disk
-    (``checkins-<generation>.jsonl``, written to a temporary name and renamed), so a 204
-    means the change survives a restart: a booted server's PUT loop, which stops at its first
-    204, is never lost, and a registered id still accepts PUTs after the service comes back.
-    The request that finds no write in progress writes the snapshot itself; changes arriving
-    meanwhile wait and are covered by the next write, so concurrent PUTs share one write.
-    Each snapshot gets a new name and the previous one is removed after the rename: renaming
-    over an existing file makes ext4 flush the new data first (auto_da_alloc), five times
-    the cost here. The highest generation on disk is the current one. Not fsynced: it
+    Every change is applied in memory and appended to ``checkins-<generation>.jsonl`` as one
+    JSON line (a record, or ``{"id": ..., "deleted": true}``) with a single ``write`` to a
+    descriptor opened ``O_APPEND``, before the call returns. A 204 therefore means the change
+    survives a restart: a booted server's PUT loop, which stops at its first 204, is never
+    lost, and a registered id still accepts PUTs after the service comes back. Not fsynced: it
     survives the process, not a power cut.
+
+    The journal is compacted (every live record written to the next generation under a
+    temporary name, renamed, the old generation removed) when it opens, when it is purged, and
+    once it holds more than ``COMPACT_FACTOR`` times as many lines as live records (at least
+    ``COMPACT_MIN`` lines). A line cut short by a crash is skipped on the next open, and the
+    compaction at open leaves a clean file; the change it carried never got its 204.
     """
 
     PATTERN = "checkins-*.jsonl"
+    COMPACT_MIN = 4096
+    COMPACT_FACTOR = 4
 
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir
         self._generation = 0
         self._lock = threading.Lock()
         self._records: dict[str, Checkin] = {}
-        self._lines: dict[str, str] = {}  # id -> its JSON line, so a snapshot is one join
-        self._writing = False
-        self._idle = threading.Condition(self._lock)  # the next batch's writer waits here
-        self._batch = _Batch()  # the changes the next snapshot will hold
+        self._lines: dict[str, str] = {}  # id -> its JSON line, so a compaction is one join
+        self._fd = -1
+        self._appended = 0  # lines in the current generation
 
     def _snapshot(self, generation: int) -> Path:
         return self.root / f"checkins-{generation:016x}.jsonl"
 
     @property
     def path(self) -> Path:
-        """The current snapshot."""
+        """The current journal."""
         return self._snapshot(self._generation)
 
     def open(self) -> None:
@@ -403,72 +395,93 @@ class CheckinStore:
         snapshots = sorted(self.root.glob(self.PATTERN))
         for older in snapshots[:-1]:  # a crash between a rename and the unlink after it
             older.unlink()
-        if not snapshots:
-            return
-        current = snapshots[-1]
-        self._generation = int(current.stem.split("-", 1)[1], 16)
-        for number, line in enumerate(current.read_text(encoding="utf-8").splitlines(), 1):
-            try:
-                record = Checkin.from_record(json.loads(line))
-            except (ValueError, KeyError, TypeError) as exc:
-                LOG.warning("%s:%d: skipping unreadable checkin record: %s", current, number, exc)
-                continue
-            self._set(record)
+        if snapshots:
+            current = snapshots[-1]
+            self._generation = int(current.stem.split("-", 1)[1], 16)
+            text = current.read_text(encoding="utf-8", errors="replace")
+            for number, line in enumerate(text.splitlines(), 1):
+                try:
+                    self._replay(json.loads(line))
+                except (ValueError, KeyError, TypeError) as exc:
+                    LOG.warning("%s:%d: skipping unreadable checkin record: %s",
+                                current, number, exc)
+        with self._lock:
+            self._compact()
+
+    def _replay(self, record: Mapping[str, Any]) -> None:
+        if record.get("deleted") is True:
+            checkin_id = record["id"]
+            if not isinstance(checkin_id, str):
+                raise TypeError("id is not a string")
+            self._records.pop(checkin_id, None)
+            self._lines.pop(checkin_id, None)
+        else:
+            self._set(Checkin.from_record(record))
 
     def close(self) -> None:
         """Nothing to flush: every change was written before its call returned."""
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
-    def _set(self, record: Checkin) -> None:
+    def _set(self, record: Checkin) -> str:
+        line = json.dumps(record.to_record(), ensure_ascii=False)
         self._records[record.id] = record
-        self._lines[record.id] = json.dumps(record.to_record(), ensure_ascii=False)
+        self._lines[record.id] = line
+        return line
 
-    def _join(self) -> tuple[_Batch, bool]:
-        """Called with the lock held after a change: the batch whose write covers it, and
-        whether this caller writes that batch (the first change of a batch does)."""
-        batch = self._batch
-        lead, batch.led = not batch.led, True
-        return batch, lead
+    def _compact(self) -> None:
+        """With the lock held: every live record into the next generation, then append there."""
+        data = "".join(line + "\n" for line in self._lines.values()).encode("utf-8")
+        previous = self._snapshot(self._generation)
+        new = self._snapshot(self._generation + 1)
+        write_atomic(new, data, durable=False)
+        fd = os.open(new, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._generation, self._appended = fd, self._generation + 1, len(self._lines)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(previous)
 
-    def _commit(self, batch: _Batch, lead: bool) -> None:
-        """Called without the lock: return once ``batch`` is on disk (or raise its error).
+    def _append(self, line: str) -> None:
+        """With the lock held: one line onto the journal, all of it or an OSError."""
+        if self._fd < 0:
+            raise OSError("checkins: the store is not open")
+        data = (line + "\n").encode("utf-8")
+        while data:
+            written = os.write(self._fd, data)
+            data = data[written:]
+        self._appended += 1
 
-        The others of a batch sleep on its event and wake once, when it is written; only the
-        writer of the next batch waits for the write in progress to end.
-        """
-        if not lead:
-            batch.done.wait()
+    def _change(self, checkin_id: str, record: Checkin | None) -> None:
+        """With the lock held: apply in memory and journal it; on a failed write, undo both."""
+        old, old_line = self._records.get(checkin_id), self._lines.get(checkin_id)
+        if record is None:
+            self._records.pop(checkin_id, None)
+            self._lines.pop(checkin_id, None)
+            line = json.dumps({"id": checkin_id, "deleted": True}, ensure_ascii=False)
         else:
-            with self._lock:
-                while self._writing:
-                    self._idle.wait()
-                self._writing = True
-                self._batch = _Batch()  # changes from now on ride the next write
-                data = "".join(line + "\n" for line in self._lines.values()).encode("utf-8")
-                # Plain strings: pathlib costs more than the write at thousands of PUTs/s.
-                previous = os.path.join(self.root, f"checkins-{self._generation:016x}.jsonl")
-                new = os.path.join(self.root, f"checkins-{self._generation + 1:016x}.jsonl")
+            line = self._set(record)
+        try:
+            self._append(line)
+        except OSError as exc:
+            if old is None or old_line is None:
+                self._records.pop(checkin_id, None)
+                self._lines.pop(checkin_id, None)
+            else:
+                self._records[checkin_id], self._lines[checkin_id] = old, old_line
+            raise OSError(f"checkins: writing the journal failed: {exc}") from exc
+        if self._appended > max(self.COMPACT_MIN, self.COMPACT_FACTOR * len(self._lines)):
             try:
-                write_atomic(Path(new), data, durable=False)
-                self._generation += 1  # only the writer (self._writing) touches it
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(previous)
-            except BaseException as exc:
-                batch.error = exc
-                raise
-            finally:
-                with self._lock:
-                    self._writing = False
-                    self._idle.notify()
-                batch.done.set()
-        if batch.error is not None:
-            raise OSError(f"checkins: writing the snapshot failed: {batch.error}")
+                self._compact()
+            except OSError as exc:  # the change is journaled; keep appending to this file
+                LOG.warning("checkins: compacting %s failed, will retry: %s", self.path, exc)
 
     def register(self, checkin_id: str, addresses: tuple[str, ...] = ()) -> Checkin:
         with self._lock:
             record = Checkin(checkin_id, addresses, now())
-            self._set(record)
-            ticket = self._join()
-        self._commit(*ticket)
+            self._change(checkin_id, record)
         return record
 
     def update(self, checkin_id: str, addresses: tuple[str, ...]) -> Checkin | None:
@@ -477,9 +490,7 @@ class CheckinStore:
             if checkin_id not in self._records:
                 return None
             record = Checkin(checkin_id, addresses, now())
-            self._set(record)
-            ticket = self._join()
-        self._commit(*ticket)
+            self._change(checkin_id, record)
         return record
 
     def get(self, checkin_id: str) -> Checkin | None:
@@ -487,21 +498,23 @@ class CheckinStore:
 
     def delete(self, checkin_id: str) -> bool:
         with self._lock:
-            if self._records.pop(checkin_id, None) is None:
+            if checkin_id not in self._records:
                 return False
-            del self._lines[checkin_id]
-            ticket = self._join()
-        self._commit(*ticket)
+            self._change(checkin_id, None)
         return True
 
     def purge(self) -> int:
         with self._lock:
-            count = len(self._records)
+            records, lines = dict(self._records), dict(self._lines)
             self._records.clear()
             self._lines.clear()
-            ticket = self._join()
-        self._commit(*ticket)
-        return count
+            try:
+                self._compact()
+            except OSError:
+                self._records.update(records)
+                self._lines.update(lines)
+                raise
+        return len(records)
 
     def __iter__(self) -> Iterator[Checkin]:
         return iter(list(self._records.values()))
