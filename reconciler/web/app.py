@@ -96,6 +96,7 @@ def create_app(settings: ServiceSettings, services: Services | None = None) -> F
     # original stays reachable for the tests that compare both paths.
     app.extensions["reconciler.flask_wsgi"] = app.wsgi_app
     app.wsgi_app = FastFront(  # type: ignore[method-assign]
-        app.wsgi_app, settings, app.extensions["reconciler.services"], classify
+        app.wsgi_app, settings, app.extensions["reconciler.services"], classify,
+        app.extensions["reconciler.downloads"],
     )
     return app

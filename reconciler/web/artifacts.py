@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 
 from flask import Blueprint, Response, current_app, request
 
-from reconciler.adapters.store import COMPLETED
+from reconciler.adapters.store import COMPLETED, BuildStore
 from reconciler.web.filerange import FileRange
-from reconciler.web.http import HttpError, error_response, show
+from reconciler.web.http import HttpError, show
 from reconciler.web.ranges import FileInfo, decide, make_etag
 from reconciler.web.services import services
 
@@ -32,8 +33,8 @@ def download_slots() -> threading.BoundedSemaphore:
     return slots
 
 
-def _not_found(build_id: str, filename: str) -> HttpError:
-    record = services().store.get(build_id)
+def _not_found(store: BuildStore, build_id: str, filename: str) -> HttpError:
+    record = store.get(build_id)
     if record is None:
         return HttpError(404, f"id: no build {show(build_id)}")
     if record.state != COMPLETED:
@@ -41,15 +42,27 @@ def _not_found(build_id: str, filename: str) -> HttpError:
     return HttpError(404, f"filename: {show(filename)} is not an artifact of this build")
 
 
-@bp.route("/<build_id>/<filename>", methods=["GET", "HEAD"])
-def artifact(build_id: str, filename: str) -> Response:
-    path = services().store.artifact_path(build_id, filename)
+def serve_artifact(
+    store: BuildStore,
+    slots: threading.BoundedSemaphore,
+    method: str,
+    build_id: str,
+    filename: str,
+    headers: Mapping[str, str],
+) -> tuple[int, tuple[tuple[str, str], ...], FileRange | None]:
+    """Status, headers and body (None: no body) of GET/HEAD /artifacts/<id>/<filename>.
+
+    Raises :class:`HttpError` for 404, 416 and 503. ``headers`` are the request's, named as
+    werkzeug names them (``Range``, ``If-Range``, ``If-None-Match``, ``If-Modified-Since``).
+    The Flask view and the fast path (:mod:`reconciler.web.fast`) both answer through this.
+    """
+    path = store.artifact_path(build_id, filename)
     if path is None:
-        raise _not_found(build_id, filename)
+        raise _not_found(store, build_id, filename)
     try:
         file = open(path, "rb")  # noqa: SIM115 - owned by the FileRange or closed below
     except FileNotFoundError:
-        raise _not_found(build_id, filename) from None  # deleted a moment ago
+        raise _not_found(store, build_id, filename) from None  # deleted a moment ago
     try:
         # fstat of the open file: size, mtime and body come from the same inode.
         st = os.fstat(file.fileno())
@@ -59,26 +72,34 @@ def artifact(build_id: str, filename: str) -> Response:
             etag=make_etag(st.st_size, st.st_mtime_ns, st.st_ino),
             content_type=CONTENT_TYPES.get(os.path.splitext(filename)[1], DEFAULT_TYPE),
         )
-        decision = decide(request.method, dict(request.headers), info)
+        decision = decide(method, headers, info)
     except BaseException:
         file.close()
         raise
     if decision.status == 416:
         file.close()
-        wanted = show(request.headers.get("Range", ""))
+        wanted = show(headers.get("Range", ""))
         message = f"Range: {wanted} is not satisfiable for {info.size} bytes"
-        return error_response(416, message, dict(decision.headers))
-    if request.method == "HEAD" or decision.length == 0:
+        raise HttpError(416, message, dict(decision.headers))
+    if method == "HEAD" or decision.length == 0:
         file.close()
-        response = current_app.response_class(status=decision.status)
+        return decision.status, decision.headers, None
+    if not slots.acquire(blocking=False):
+        file.close()
+        raise HttpError(503, "artifacts: too many downloads in progress; retry later",
+                        {"Retry-After": "5"})
+    body = FileRange(file, decision.start, decision.length, on_close=slots.release)
+    return decision.status, decision.headers, body
+
+
+@bp.route("/<build_id>/<filename>", methods=["GET", "HEAD"])
+def artifact(build_id: str, filename: str) -> Response:
+    status, headers, body = serve_artifact(services().store, download_slots(), request.method,
+                                           build_id, filename, dict(request.headers))
+    if body is None:
+        response = current_app.response_class(status=status)
     else:
-        slots = download_slots()
-        if not slots.acquire(blocking=False):
-            file.close()
-            message = "artifacts: too many downloads in progress; retry later"
-            return error_response(503, message, {"Retry-After": "5"})
-        body = FileRange(file, decision.start, decision.length, on_close=slots.release)
-        response = current_app.response_class(body, status=decision.status, direct_passthrough=True)
-    for name, value in decision.headers:
+        response = current_app.response_class(body, status=status, direct_passthrough=True)
+    for name, value in headers:
         response.headers[name] = value
     return response

@@ -1,10 +1,12 @@
 """The hot requests without Flask: a WSGI front that answers them itself.
 
-A booted server's checkin ``PUT``, a resubmitted ``POST /api/v1/builds`` and ``GET /healthz``
-are most of the API's traffic. Through Flask each costs a request and an app context, URL
-matching, before/after hooks and a werkzeug Response, several times the handler's own work.
+A booted server's checkin ``PUT``, a resubmitted ``POST /api/v1/builds``, ``GET /healthz`` and
+the artifact ``GET``/``HEAD`` a BMC repeats for every range it reads are most of the traffic.
+Through Flask each costs a request and an app context, URL matching, before/after hooks and a
+werkzeug Response, several times the handler's own work.
 :class:`FastFront` wraps the Flask app's ``wsgi_app`` and answers exactly those routes with the
 same functions the blueprints call (``checkins.update_checkin``, ``builds.submit_build``,
+``artifacts.serve_artifact``,
 ``http.decode_json``/``json_bytes``), the same ACL table (``acl.PUBLIC``), the same access log
 line and byte-identical responses (tests/unit/test_service_fast.py compares both paths).
 Anything else, or anything unusual about one of those requests (a path the router would treat
@@ -14,16 +16,19 @@ differently, a refused client, a chunked body), goes to Flask untouched, before 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.http import HTTP_STATUS_CODES, remove_entity_headers
 
 from reconciler.settings import ServiceSettings
 from reconciler.web.acl import PUBLIC, Verdicts
+from reconciler.web.artifacts import serve_artifact
 from reconciler.web.builds import submit_build
 from reconciler.web.checkins import update_checkin
+from reconciler.web.filerange import FileRange
 from reconciler.web.http import (
     ACCESS_LOG,
     JSON,
@@ -39,9 +44,16 @@ Headers = list[tuple[str, str]]
 
 CHECKINS = "/api/v1/checkins/"
 ID_AT = len(CHECKINS)
+ARTIFACTS = "/artifacts/"
+# The request headers the artifact route reads, by WSGI name -> werkzeug's name.
+_CONDITIONAL = (("HTTP_RANGE", "Range"), ("HTTP_IF_RANGE", "If-Range"),
+                ("HTTP_IF_NONE_MATCH", "If-None-Match"),
+                ("HTTP_IF_MODIFIED_SINCE", "If-Modified-Since"))
 # Checkin ids the fast path takes: what werkzeug's default converter matches and shows
 # unchanged. Anything else (non-ASCII, '%'-decoded bytes, ...) is Flask's to route.
 _PLAIN_ID = re.compile(r"[A-Za-z0-9._~:@!$&'()*+,;=-]+\Z")
+# /artifacts/<id>/<filename> with both parts plain in the same sense.
+_ARTIFACT = re.compile(r"([A-Za-z0-9._~:@!$&'()*+,;=-]+)/([A-Za-z0-9._~:@!$&'()*+,;=-]+)\Z")
 
 # Flask's spelling of status lines (werkzeug upper-cases the reason) and of an empty 204.
 STATUS = {code: f"{code} {HTTP_STATUS_CODES[code].upper()}" for code in HTTP_STATUS_CODES}
@@ -56,12 +68,18 @@ class _Defer(Exception):
 
 class FastFront:
     def __init__(
-        self, flask_wsgi: WsgiApp, settings: ServiceSettings, services: Services, verdicts: Verdicts
+        self,
+        flask_wsgi: WsgiApp,
+        settings: ServiceSettings,
+        services: Services,
+        verdicts: Verdicts,
+        downloads: threading.BoundedSemaphore,
     ) -> None:
         self.flask_wsgi = flask_wsgi
         self.settings = settings
         self.services = services
         self.verdicts = verdicts
+        self.downloads = downloads
         self.max_body = settings.max_request_bytes
         self.proxies = bool(settings.trusted_proxies)
 
@@ -75,6 +93,10 @@ class FastFront:
             endpoint = "builds.create"
         elif method == "PUT" and path.startswith(CHECKINS) and _PLAIN_ID.match(path, ID_AT):
             endpoint = "checkins.update"
+        elif (method == "GET" or method == "HEAD") and path.startswith(ARTIFACTS) and (
+            _ARTIFACT.match(path, len(ARTIFACTS))
+        ):
+            endpoint = "artifacts.artifact"
         else:
             return self.flask_wsgi(environ, start_response)
         started = time.perf_counter()
@@ -93,11 +115,15 @@ class FastFront:
             status, headers, body = _error(500, f"{path}: internal error ({type(exc).__name__})")
         start_response(STATUS[status], headers)
         log_access(method, path, status, started, client)
+        if isinstance(body, FileRange):
+            return body  # the server sends it with sendfile and closes it (slot, file)
         return [body] if body and method != "HEAD" else []
 
     def _answer(
         self, endpoint: str, method: str, path: str, environ: dict[str, Any]
-    ) -> tuple[int, Headers, bytes]:
+    ) -> tuple[int, Headers, bytes | FileRange]:
+        if endpoint == "artifacts.artifact":
+            return self._artifact(method, path, environ)
         if endpoint == "health.healthz":
             return 200, list(HEALTH), OK
         raw = self._body(environ, path)
@@ -111,6 +137,27 @@ class FastFront:
         headers = [("Content-Type", JSON), ("Content-Length", str(len(body))),
                    ("Location", location)]  # fmt: skip
         return 202, headers, body
+
+    def _artifact(
+        self, method: str, path: str, environ: dict[str, Any]
+    ) -> tuple[int, Headers, bytes | FileRange]:
+        match = _ARTIFACT.match(path, len(ARTIFACTS))
+        assert match is not None  # checked by the caller
+        wanted = {name: environ[key] for key, name in _CONDITIONAL if key in environ}
+        status, extra, body = serve_artifact(self.services.store, self.downloads, method,
+                                             match[1], match[2], wanted)
+        # Flask's order: its default Content-Type first (replaced in place), then the rest.
+        content_type = "text/html; charset=utf-8"
+        headers: Headers = []
+        for name, value in extra:
+            if name == "Content-Type":
+                content_type = value
+            else:
+                headers.append((name, value))
+        headers.insert(0, ("Content-Type", content_type))
+        if status == 304:
+            remove_entity_headers(headers)  # what werkzeug does to a 304 on its way out
+        return status, headers, b"" if body is None else body
 
     def _body(self, environ: dict[str, Any], path: str) -> bytes:
         if "HTTP_TRANSFER_ENCODING" in environ:

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import os
+import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -100,11 +103,42 @@ class SendfileGateway(wsgi.Gateway_10):
                 sock.sendall(chunk)
                 sent += len(chunk)
         else:
-            sent = sock.sendfile(body.file, body.start, body.length)
+            sent = _sendfile_blocking(sock, body.file.fileno(), body.start, body.length)
         if sent != body.length:
             # The file changed under us: the client must not take a short body for whole.
             self.req.close_connection = True
             raise OSError(f"sent {sent} of {body.length} bytes: the file was truncated")
+
+
+def _sendfile_blocking(sock: socket.socket, fileno: int, offset: int, count: int) -> int:
+    """``os.sendfile`` on the socket in blocking mode, bounded by a kernel send timeout.
+
+    ``socket.sendfile`` on a socket with a timeout (cheroot's) polls before every
+    ``sendfile``, and each call sends only what the socket buffer holds then: a 4 MiB range
+    took dozens of poll/sendfile rounds, each giving up and winning back the GIL. Blocking,
+    one call queues the whole range while the thread waits in the kernel without the GIL.
+    ``SO_SNDTIMEO`` keeps cheroot's timeout: a client that stops reading makes ``sendfile``
+    return short (or raise), and the caller treats a short count as a failed response.
+    """
+    timeout = sock.gettimeout()
+    seconds = int(timeout or 0)
+    micros = int(((timeout or 0) - seconds) * 1e6)
+    sent = 0
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, micros))
+    sock.settimeout(None)
+    try:
+        while sent < count:
+            try:
+                done = os.sendfile(sock.fileno(), fileno, offset + sent, count - sent)
+            except BlockingIOError:  # SO_SNDTIMEO expired with nothing sent
+                raise TimeoutError("timed out sending a file range") from None
+            if done == 0:  # end of file: the file shrank
+                break
+            sent += done
+    finally:
+        sock.settimeout(timeout)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 0, 0))
+    return sent
 
 
 _date: tuple[int, bytes] = (0, b"")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,7 @@ LIMIT = 4096
 class Side:
     app: Flask
     services: Services
+    builder: FakeBuilder
 
     def wsgi(self, fast: bool) -> Any:
         return self.app.wsgi_app if fast else self.app.extensions["reconciler.flask_wsgi"]
@@ -57,8 +60,9 @@ def make_side(root: Path, *, tls: bool = True) -> Side:
         "max_request_bytes": str(LIMIT),
         **({"public_tls_url": "https://files.test:8443"} if tls else {}),
     })  # fmt: skip
-    services = Services.open(settings, builder=FakeBuilder())
-    return Side(create_app(settings, services), services)
+    builder = FakeBuilder()
+    services = Services.open(settings, builder=builder)
+    return Side(create_app(settings, services), services, builder)
 
 
 @pytest.fixture
@@ -219,9 +223,13 @@ def test_the_fast_path_answers_the_hot_routes_itself(sides: tuple[Side, Side]) -
     front = side.app.wsgi_app
     assert isinstance(front, FastFront)
     counting = CountingFlask()
-    bypass = FastFront(counting, front.settings, front.services, front.verdicts)
+    bypass = FastFront(counting, front.settings, front.services, front.verdicts, front.downloads)
     put, post = b'{"addresses": ["10.0.0.4"]}', json.dumps(REQUEST).encode()
+    build_id = completed_build(side)
     for method, path, body, client in [
+        ("GET", f"/artifacts/{build_id}/boot.iso", None, UNTRUSTED),
+        ("HEAD", f"/artifacts/{build_id}/uki.efi", None, TRUSTED),
+        ("GET", f"/artifacts/{build_id}/nope.iso", None, TRUSTED),  # 404 worded here too
         ("PUT", "/api/v1/checkins/c1", put, TRUSTED),
         ("PUT", "/api/v1/checkins/c1", put, UNTRUSTED),
         ("PUT", "/api/v1/checkins/unknown", put, UNTRUSTED),
@@ -238,10 +246,14 @@ def test_the_fast_path_answers_the_hot_routes_itself(sides: tuple[Side, Side]) -
         ("PUT", "/api/v1/checkins/caf%C3%A9", put, TRUSTED),
         ("PUT", "/api/v1/checkins/", put, TRUSTED),
         ("POST", "/healthz", None, TRUSTED),
+        ("GET", f"/artifacts/{build_id}/caf%C3%A9.iso", None, TRUSTED),
+        ("GET", f"/artifacts/{build_id}/boot%2Fiso", None, TRUSTED),
+        ("GET", f"/artifacts/{build_id}", None, TRUSTED),
+        ("DELETE", f"/artifacts/{build_id}/boot.iso", None, TRUSTED),
     ]:
         status, _, _ = call(bypass, method, path, body, client=client)
         assert status.startswith("418"), (method, path, client)
-    assert len(counting.paths) == 6
+    assert len(counting.paths) == 10
 
 
 def test_both_paths_log_one_line_per_request(sides: tuple[Side, Side],
@@ -261,3 +273,100 @@ def test_both_paths_log_one_line_per_request(sides: tuple[Side, Side],
         assert line.startswith("PUT /api/v1/checkins/c1 204 ") and line.endswith(f"ms {UNTRUSTED}")
     for line in lines[2:]:
         assert line.startswith("GET /healthz 200 ") and line.endswith(f"ms {TRUSTED}")
+
+
+def completed_build(side: Side, request: dict[str, Any] | None = None) -> str:
+    """Submit a build to ``side`` and wait (with a deadline) until the fake builder is done."""
+    status, _, data = call(side.wsgi(False), "POST", "/api/v1/builds",
+                           json.dumps(request or REQUEST).encode())  # fmt: skip
+    assert status.startswith("202"), data
+    build_id = json.loads(data)["id"]
+    deadline = time.monotonic() + 30
+    while (record := side.services.store.get(build_id)) is None or record.state != "completed":
+        assert time.monotonic() < deadline, "the fake build never completed"
+        time.sleep(0.01)  # polling a worker thread's result with a deadline
+    return str(build_id)
+
+
+def artifact_headers(etag: str, last_modified: str) -> list[dict[str, str]]:
+    return [
+        {},
+        {"Range": "bytes=0-3"},
+        {"Range": "bytes=2-"},
+        {"Range": "bytes=-3"},
+        {"Range": "bytes=-100000"},
+        {"Range": "bytes=100000-"},  # 416
+        {"Range": "bytes=0-1,3-4"},  # ignored: whole file
+        {"Range": "lines=0-1"},
+        {"Range": "bytes=0-3", "If-Range": etag},
+        {"Range": "bytes=0-3", "If-Range": '"other"'},
+        {"Range": "bytes=0-3", "If-Range": last_modified},
+        {"If-None-Match": etag},  # 304
+        {"If-None-Match": f'W/{etag}, "x"'},
+        {"If-None-Match": '"x"'},
+        {"If-Modified-Since": last_modified},  # 304
+        {"If-Modified-Since": "not a date"},
+    ]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("client", [TRUSTED, UNTRUSTED])
+def test_artifact_requests_answer_like_flask(sides: tuple[Side, Side], method: str,
+                                             client: str) -> None:  # fmt: skip
+    # One service, both paths: ETag and Last-Modified name this service's own files.
+    side = sides[0]
+    build_id = completed_build(side)
+    slots_before = free_slots(side)
+    _, first, _ = call(side.wsgi(False), "GET", f"/artifacts/{build_id}/boot.iso")
+    etag, last_modified = dict(first)["ETag"], dict(first)["Last-Modified"]
+    paths = [f"/artifacts/{build_id}/{name}" for name in ("boot.iso", "uki.efi", "x.iso", "..")]
+    paths += [f"/artifacts/{'0' * 64}/boot.iso", f"/artifacts/{build_id}/boot.iso/"]
+    seen = set()
+    for path in paths:
+        for headers in artifact_headers(etag, last_modified):
+            ours = call(side.wsgi(True), method, path, headers=headers, client=client)
+            theirs = call(side.wsgi(False), method, path, headers=headers, client=client)
+            assert ours == theirs, (method, path, headers)
+            seen.add(ours[0].split()[0])
+    assert {"200", "304", "404"} <= seen
+    if method == "GET":  # Range applies to GET only
+        assert {"206", "416"} <= seen
+    assert free_slots(side) == slots_before  # every body closed gave its download slot back
+
+
+def free_slots(side: Side) -> int:
+    slots = side.app.extensions["reconciler.downloads"]
+    taken = 0
+    while slots.acquire(blocking=False):
+        taken += 1
+    for _ in range(taken):
+        slots.release()
+    return taken
+
+
+def test_a_pending_build_and_a_busy_server_answer_like_flask(sides: tuple[Side, Side]) -> None:
+    side = sides[0]
+    builder = side.builder
+    build_id = completed_build(side)
+    builder.gate = threading.Event()  # the next build waits: it stays running
+    status, _, data = call(side.wsgi(False), "POST", "/api/v1/builds",
+                           json.dumps({**REQUEST, "cmdline": "other"}).encode())  # fmt: skip
+    pending = json.loads(data)["id"]
+    try:
+        path = f"/artifacts/{pending}/boot.iso"
+        assert call(side.wsgi(True), "GET", path) == call(side.wsgi(False), "GET", path)
+        # Every download slot taken: 503 with Retry-After, on both paths.
+        slots = side.app.extensions["reconciler.downloads"]
+        taken = 0
+        while slots.acquire(blocking=False):
+            taken += 1
+        try:
+            path = f"/artifacts/{build_id}/boot.iso"
+            ours = call(side.wsgi(True), "GET", path)
+            assert ours == call(side.wsgi(False), "GET", path)
+            assert ours[0].startswith("503") and ("Retry-After", "5") in ours[1]
+        finally:
+            for _ in range(taken):
+                slots.release()
+    finally:
+        builder.gate.set()
