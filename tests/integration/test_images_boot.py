@@ -12,6 +12,8 @@ Proofs (issue 4):
    virtio disk, its root partition found by GPT type GUID, the NoCloud seed written; after a
    power cycle the installed OS comes up on the seeded static address with SSH.
 
+Each proof runs for amd64 (OVMF) and arm64 (AAVMF, emulated with TCG as well).
+
 Networking is QEMU user networking with ``restrict=on``: the guest reaches nothing but the
 forwards the test sets up (SSH in via ``hostfwd`` on 127.0.0.1; the checkin service and the
 image server out via ``guestfwd`` to loopback ports of this test).
@@ -42,14 +44,15 @@ from reconciler.artifacts.pipeline import build_artifacts
 from reconciler.artifacts.request import parse_build_request
 from reconciler.engine import remote
 from reconciler.errors import ReconcilerError
-from tests.fixtures.base_images import BaseImages, base_images  # noqa: F401
+from tests.fixtures.base_images import BaseImages, ensure_base_images
 from tests.fixtures.qemu import Disk, Nic, QemuVM
 from tests.fixtures.service import free_port, running_service
 
 # The first test also pays for a cold build of the base images (~6 min on a busy 2-core box).
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
-ARCH = "amd64"
+ARCHES = ("amd64", "arm64")
+CONSOLE = {"amd64": "ttyS0", "arm64": "ttyAMA0"}
 MAC = "52:54:00:18:00:01"  # lab host 1 (shared constant)
 SERIAL = "LABDISK0001"
 SCSI_SERIAL = "LABSCSI0001"  # a second disk on virtio-scsi, which also reports a WWN
@@ -58,7 +61,8 @@ STATIC_IP = "10.0.2.50"  # inside QEMU's user network 10.0.2.0/24
 GATEWAY = "10.0.2.2"
 FORWARD_IP = "10.0.2.100"  # guestfwd address: the checkin service / the image server
 MEMORY_MIB = 1536
-BOOT_TIMEOUT = 600.0  # a deadline, not a sleep: TCG on a shared 2-core machine
+# Deadlines, not sleeps: TCG on a shared 2-core machine (arm64 is emulated on amd64 hosts).
+BOOT_TIMEOUT = {"amd64": 600.0, "arm64": 1500.0}
 TIMINGS: dict[str, float] = {}
 
 # One process per guest connection (QEMU's guestfwd "cmd:"), relaying the connection
@@ -141,10 +145,10 @@ def _uki(base: BaseImages, out: Path, files: dict[str, str], public_key: str) ->
     )
     entries.append({"path": "/usr/local/bin/python", "linkTarget": "/usr/bin/python3"})
     req = parse_build_request({
-        "kernel": f"vmlinuz-{ARCH}",
-        "initramfs": f"initramfs-{ARCH}.img",
-        "cmdline": "console=ttyS0,115200n8",
-        "architecture": ARCH,
+        "kernel": f"vmlinuz-{base.arch}",
+        "initramfs": f"initramfs-{base.arch}.img",
+        "cmdline": f"console={CONSOLE[base.arch]},115200n8",
+        "architecture": base.arch,
         "files": entries,
         "dirOverrides": [{"path": "/root", "mode": "0700"}, {"path": "/root/.ssh", "mode": "0700"}],
     })
@@ -198,8 +202,14 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+@pytest.fixture(scope="module", params=ARCHES)
+def base_images(request: pytest.FixtureRequest) -> BaseImages:
+    """The base images of one architecture; every test below runs once per architecture."""
+    return ensure_base_images(request.param)
+
+
 @pytest.fixture(scope="module")
-def image_server(base_images: BaseImages) -> Iterator[int]:  # noqa: F811
+def image_server(base_images: BaseImages) -> Iterator[int]:
     """Serve the target image directory on a loopback port (the guest reaches it by guestfwd)."""
     handler = functools.partial(_QuietHandler, directory=str(base_images.target_image.parent))
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
@@ -215,10 +225,11 @@ def image_server(base_images: BaseImages) -> Iterator[int]:  # noqa: F811
 
 @pytest.fixture(scope="module")
 def provisioned(
-    base_images: BaseImages, image_server: int, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
+    base_images: BaseImages, image_server: int, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Guest]:
     """The ephemeral OS booted from a provisioning UKI, with a blank virtio disk to install to."""
-    workdir = tmp_path_factory.mktemp("provision")
+    arch = base_images.arch
+    workdir = tmp_path_factory.mktemp(f"provision-{arch}")
     key, public = _key()
     instance_id = str(uuid.uuid4())
     uki = _uki(base_images, workdir / "artifacts", {
@@ -232,16 +243,16 @@ def provisioned(
             handle.truncate(size)
     port = free_port()
     vm = QemuVM(
-        workdir, memory_mib=MEMORY_MIB, uki=uki, name="ephemeral",
+        workdir, arch=arch, memory_mib=MEMORY_MIB, uki=uki, name="ephemeral",
         disks=[Disk(path=disk, serial=SERIAL), Disk(path=scsi, serial=SCSI_SERIAL, wwn=WWN)],
         nics=[Nic(mac=MAC, netdev=_netdev(workdir, port, STATIC_IP, image_server))],
     )  # fmt: skip
     with vm:
-        TIMINGS["provision boot->ssh"] = _wait_ssh(vm, port, key, BOOT_TIMEOUT)
+        TIMINGS[f"{arch} provision boot->ssh"] = _wait_ssh(vm, port, key, BOOT_TIMEOUT[arch])
         yield Guest(vm=vm, ssh_port=port, key=key, instance_id=instance_id)
 
 
-def test_ssh_as_root_and_instance_id_matches(provisioned: Guest) -> None:
+def test_ssh_as_root_and_instance_id_matches(provisioned: Guest, base_images: BaseImages) -> None:
     got = _on(provisioned.ssh_port, provisioned.key, remote.read_instance_id)
     assert got == provisioned.instance_id
     # The seeded static address is on the NIC matched by MAC (proof the network-config applied).
@@ -257,7 +268,13 @@ def test_ssh_as_root_and_instance_id_matches(provisioned: Guest) -> None:
     modes = _on(provisioned.ssh_port, provisioned.key,
                 lambda c: c.run("stat -c %a /root /root/.ssh", timeout=30)).stdout.split()
     assert modes == ["700", "700"]
-    print(f"boot->SSH (provisioning overlay): {TIMINGS['provision boot->ssh']:.1f} s")
+    # The kernel and userland are the architecture asked for.
+    machine = _on(provisioned.ssh_port, provisioned.key,
+                  lambda c: c.run("uname -m; dpkg --print-architecture", timeout=30)).stdout
+    assert machine.split() == [{"amd64": "x86_64", "arm64": "aarch64"}[base_images.arch],
+                               base_images.arch]
+    took = TIMINGS[f"{base_images.arch} provision boot->ssh"]
+    print(f"{base_images.arch} boot->SSH (provisioning overlay): {took:.1f} s")
 
 
 def test_hw_inventory_shows_disk_serial_and_mac(provisioned: Guest) -> None:
@@ -291,8 +308,9 @@ def test_hw_inventory_shows_disk_serial_and_mac(provisioned: Guest) -> None:
 
 
 def test_install_target_image_and_boot_it(
-    provisioned: Guest, base_images: BaseImages, tmp_path: Path  # noqa: F811
+    provisioned: Guest, base_images: BaseImages, tmp_path: Path
 ) -> None:
+    arch = base_images.arch
     image_url = f"http://{FORWARD_IP}/{base_images.target_image.name}"
     installed_id = provisioned.instance_id
     _, public = provisioned.key, provisioned.key.export_public_key().decode().strip()
@@ -303,8 +321,8 @@ def test_install_target_image_and_boot_it(
         assert device == f"/dev/disk/by-id/virtio-{SERIAL}"
         started = time.monotonic()
         await remote.write_image(conn, image_url, base_images.target_sha256, device)
-        TIMINGS["write image"] = time.monotonic() - started
-        partition = await remote.find_root_partition(conn, device, ARCH)
+        TIMINGS[f"{arch} write image"] = time.monotonic() - started
+        partition = await remote.find_root_partition(conn, device, arch)
         await remote.seed_nocloud(
             conn, partition, _meta_data(installed_id), _user_data(public),
             _network_config(STATIC_IP),
@@ -320,12 +338,13 @@ def test_install_target_image_and_boot_it(
     disk = provisioned.vm.workdir / "disk.raw"
     port = free_port()
     vm = QemuVM(
-        tmp_path, memory_mib=MEMORY_MIB, name="installed",
+        tmp_path, arch=arch, memory_mib=MEMORY_MIB, name="installed",
         disks=[Disk(path=disk, serial=SERIAL)],
         nics=[Nic(mac=MAC, netdev=_netdev(tmp_path, port, STATIC_IP, None))],
     )  # fmt: skip
     with vm:
-        TIMINGS["installed boot->ssh"] = _wait_ssh(vm, port, provisioned.key, BOOT_TIMEOUT)
+        TIMINGS[f"{arch} installed boot->ssh"] = _wait_ssh(vm, port, provisioned.key,
+                                                           BOOT_TIMEOUT[arch])
         got = _on(port, provisioned.key, remote.read_instance_id)
         assert got == installed_id
         root = _on(port, provisioned.key,
@@ -334,13 +353,14 @@ def test_install_target_image_and_boot_it(
         out = _on(port, provisioned.key, lambda c: c.run("ip -4 -j addr show", timeout=30))
         addresses = [a["local"] for link in json.loads(out.stdout) for a in link["addr_info"]]
         assert STATIC_IP in addresses
-    print(f"write image: {TIMINGS['write image']:.1f} s; "
-          f"installed OS boot->SSH: {TIMINGS['installed boot->ssh']:.1f} s")
+    print(f"{arch} write image: {TIMINGS[f'{arch} write image']:.1f} s; "
+          f"installed OS boot->SSH: {TIMINGS[f'{arch} installed boot->ssh']:.1f} s")
 
 
 def test_inspection_dhcp_and_checkin(
-    base_images: BaseImages, tmp_path: Path  # noqa: F811
+    base_images: BaseImages, tmp_path: Path
 ) -> None:
+    arch = base_images.arch
     key, public = _key()
     inspect_id = str(uuid.uuid4())
     with running_service(tmp_path / "service", images=base_images.images_dir) as svc:
@@ -354,12 +374,12 @@ def test_inspection_dhcp_and_checkin(
         port = free_port()
         dhcp_ip = "10.0.2.15"  # the first address QEMU's DHCP server hands out
         vm = QemuVM(
-            tmp_path, memory_mib=MEMORY_MIB, uki=uki, name="inspect",
+            tmp_path, arch=arch, memory_mib=MEMORY_MIB, uki=uki, name="inspect",
             nics=[Nic(mac=MAC, netdev=_netdev(tmp_path, port, dhcp_ip, svc.port))],
         )  # fmt: skip
         with vm:
             started = time.monotonic()
-            deadline = started + BOOT_TIMEOUT
+            deadline = started + BOOT_TIMEOUT[arch]
             addresses: list[str] = []
             while time.monotonic() < deadline:
                 record = requests.get(checkin, timeout=10).json()
@@ -367,7 +387,7 @@ def test_inspection_dhcp_and_checkin(
                 if addresses:
                     break
                 time.sleep(2)  # polling the service with a deadline
-            TIMINGS["inspection boot->checkin"] = time.monotonic() - started
+            TIMINGS[f"{arch} inspection boot->checkin"] = time.monotonic() - started
             assert addresses == [dhcp_ip], vm.console()[-4000:]
             assert _on(port, key, remote.read_instance_id) == inspect_id
             # DHCP came from dhcp-discover's networkd file, not from a network-config.
@@ -377,4 +397,5 @@ def test_inspection_dhcp_and_checkin(
                 timeout=30, check=False)).stdout
             assert "90-dhcp-discover.network" in out
             assert out.split()[-2:] == ["active", "inactive"]  # checkin exited after its 204
-    print(f"inspection boot->checkin: {TIMINGS['inspection boot->checkin']:.1f} s")
+    print(f"{arch} inspection boot->checkin: "
+          f"{TIMINGS[f'{arch} inspection boot->checkin']:.1f} s")
