@@ -49,11 +49,12 @@ ARTIFACTS = "/artifacts/"
 _CONDITIONAL = (("HTTP_RANGE", "Range"), ("HTTP_IF_RANGE", "If-Range"),
                 ("HTTP_IF_NONE_MATCH", "If-None-Match"),
                 ("HTTP_IF_MODIFIED_SINCE", "If-Modified-Since"))
-# Checkin ids the fast path takes: what werkzeug's default converter matches and shows
-# unchanged. Anything else (non-ASCII, '%'-decoded bytes, ...) is Flask's to route.
-_PLAIN_ID = re.compile(r"[A-Za-z0-9._~:@!$&'()*+,;=-]+\Z")
-# /artifacts/<id>/<filename> with both parts plain in the same sense.
-_ARTIFACT = re.compile(r"([A-Za-z0-9._~:@!$&'()*+,;=-]+)/([A-Za-z0-9._~:@!$&'()*+,;=-]+)\Z")
+# Ids the fast path takes: what werkzeug's default converter matches and shows unchanged.
+# Anything else (non-ASCII, '%'-decoded bytes, ...) is Flask's to route.
+_PLAIN = r"[A-Za-z0-9._~:@!$&'()*+,;=-]+"
+_PLAIN_ID = re.compile(_PLAIN + r"\Z")
+# /artifacts/<id>/<filename> with both parts plain (so exactly one '/' between them).
+_ARTIFACT = re.compile(_PLAIN + "/" + _PLAIN + r"\Z")
 
 # Flask's spelling of status lines (werkzeug upper-cases the reason) and of an empty 204.
 STATUS = {code: f"{code} {HTTP_STATUS_CODES[code].upper()}" for code in HTTP_STATUS_CODES}
@@ -141,11 +142,10 @@ class FastFront:
     def _artifact(
         self, method: str, path: str, environ: dict[str, Any]
     ) -> tuple[int, Headers, bytes | FileRange]:
-        match = _ARTIFACT.match(path, len(ARTIFACTS))
-        assert match is not None  # checked by the caller
+        build_id, filename = path[len(ARTIFACTS):].split("/")  # the caller matched _ARTIFACT
         wanted = {name: environ[key] for key, name in _CONDITIONAL if key in environ}
         status, extra, body = serve_artifact(self.services.store, self.downloads, method,
-                                             match[1], match[2], wanted)
+                                             build_id, filename, wanted)
         # Flask's order: its default Content-Type first (replaced in place), then the rest.
         content_type = "text/html; charset=utf-8"
         headers: Headers = []

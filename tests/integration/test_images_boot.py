@@ -52,7 +52,6 @@ from tests.fixtures.service import free_port, running_service
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 ARCHES = ("amd64", "arm64")
-CONSOLE = {"amd64": "ttyS0", "arm64": "ttyAMA0"}
 MAC = "52:54:00:18:00:01"  # lab host 1 (shared constant)
 SERIAL = "LABDISK0001"
 SCSI_SERIAL = "LABSCSI0001"  # a second disk on virtio-scsi, which also reports a WWN
@@ -147,7 +146,7 @@ def _uki(base: BaseImages, out: Path, files: dict[str, str], public_key: str) ->
     req = parse_build_request({
         "kernel": f"vmlinuz-{base.arch}",
         "initramfs": f"initramfs-{base.arch}.img",
-        "cmdline": f"console={CONSOLE[base.arch]},115200n8",
+        "cmdline": str(base.manifest["cmdline"]),  # the build's own (serial console per arch)
         "architecture": base.arch,
         "files": entries,
         "dirOverrides": [{"path": "/root", "mode": "0700"}, {"path": "/root/.ssh", "mode": "0700"}],
