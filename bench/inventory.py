@@ -148,8 +148,9 @@ def main() -> int:
                                                    cache=cache), t)
     hosts = timed("desired hosts (head)", lambda: desired_hosts(head), t)
     renderer = Renderer(head.templates)
-    timed("render (head, provision)",
-          lambda: [renderer.render(h) for h in hosts.values()], t)
+    rendered, failed = timed("render (head, provision)", lambda: renderer.render_all(hosts), t)
+    if failed or len(rendered) != len(hosts):
+        raise SystemExit(f"render failed for {len(failed)} hosts")
     base, _ = timed("validate + IPAM (base)",
                     lambda: parse_inventory(base_files, seniority=seniority, cache=cache), t)
     plan = timed("plan (diff + markdown)", lambda: (

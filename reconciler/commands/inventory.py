@@ -1,7 +1,8 @@
 """``reconciler validate | render | plan``: the inventory commands.
 
 - ``validate PATH``: every problem, one per line (``file:line: path: message``); exit 0 when
-  clean, 1 when there are problems.
+  clean, 1 when there are problems. Template overrides in the inventory are rendered for every
+  valid host, both purposes, so one that fails for some host is a problem here, not at boot.
 - ``render HOST --repo PATH``: the rendered seed files and the build request.
 - ``plan --repo PATH [--base REV] [--head REV] [--format markdown|json]``: what merging head
   would do. Defaults: head is the working tree, base is HEAD. Exit 1 when head has problems.
@@ -21,9 +22,10 @@ from reconciler.adapters.git import WORKTREE, GitInventory, Snapshot
 from reconciler.errors import InputError, ReconcilerError
 from reconciler.model import Inventory, Problem, desired_hosts, load_inventory, parse_inventory
 from reconciler.model.inventory import ParseCache
+from reconciler.model.problems import sort_problems
 from reconciler.plan.inventory_diff import diff_inventories, to_record
 from reconciler.plan.markdown import render_markdown
-from reconciler.render import DEFAULT_PUBLIC_URL, Renderer, RenderSettings
+from reconciler.render import DEFAULT_PUBLIC_URL, Renderer, RenderSettings, template_problems
 
 
 def _directory(path: str) -> Path:
@@ -50,6 +52,9 @@ def load_worktree(path: Path) -> tuple[Inventory, list[Problem]]:
 def _validate(args: argparse.Namespace) -> int:
     root = _directory(args.path)
     inventory, problems = load_worktree(root)
+    if inventory.templates:
+        problems = sort_problems(problems + template_problems(inventory,
+                                                              desired_hosts(inventory)))
     if args.check_credentials:
         for _, server in sorted(inventory.servers.items()):
             if server.state == "unmanaged":
@@ -137,7 +142,9 @@ def plan_revisions(root: Path, base: str | None, head: str | None) -> dict[str, 
     cache: ParseCache = {}
     base_inv, _ = _snapshot_inventory(base_snap, cache)
     head_inv, problems = _snapshot_inventory(head_snap, cache)
-    plan = diff_inventories(base_inv, head_inv, problems=problems,
+    head_hosts = desired_hosts(head_inv)
+    problems = sort_problems(problems + template_problems(head_inv, head_hosts))
+    plan = diff_inventories(base_inv, head_inv, problems=problems, head_hosts=head_hosts,
                             base_name=base_snap.revision, head_name=head_snap.revision)
     return {"record": to_record(plan), "markdown": render_markdown(plan)}
 

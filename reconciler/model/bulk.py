@@ -29,4 +29,10 @@ def paused_gc() -> Iterator[None]:
     try:
         yield
     finally:
+        # Everything the block allocated sits in the youngest generation; the first collection
+        # after gc.enable() would traverse all of it. Move it to the oldest generation instead
+        # (freeze, then unfreeze, splices the lists): that is where objects known to survive
+        # belong, and a full collection still finds any cycle among them.
+        gc.freeze()
+        gc.unfreeze()
         gc.enable()

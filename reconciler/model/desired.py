@@ -21,7 +21,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
-from json.encoder import encode_basestring_ascii
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from reconciler.model.bulk import paused_gc
@@ -159,6 +159,12 @@ def _record(h: DesiredHost, *, with_digests: bool = True) -> dict[str, Any]:
 # One encoder for every digest: json.dumps(..., sort_keys=True, separators=(",", ":"),
 # default=str) builds a new JSONEncoder per call, which costs more than encoding a small value.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+# encode() also makes a new C encoder on every call; make the one it would make, once (markers
+# None: no cycle check, the records are trees). Pure-Python builds lack it and use encode().
+_C_CANONICAL: Any = (
+    c_make_encoder(None, str, encode_basestring_ascii, None, ":", ",", True, False, True)
+    if c_make_encoder is not None else None
+)
 
 
 def _encode(value: Any) -> str:
@@ -169,6 +175,8 @@ def _encode(value: Any) -> str:
         return "null"
     if value is True or value is False:
         return "true" if value else "false"
+    if _C_CANONICAL is not None:
+        return "".join(_C_CANONICAL(value, 0))
     return _CANONICAL.encode(value)
 
 

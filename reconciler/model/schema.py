@@ -179,9 +179,36 @@ def _secret_key(key: str) -> bool:
 _SECRET_KEYS_SEEN: dict[str, bool] = {}  # keys repeat in every file: match each once
 
 
+# A conservative screen on the file's text: a file it passes cannot hold anything the walk
+# below reports, so the walk is skipped. Every secret key the table matches contains one of
+# these words ("key" not followed by "s": ssh_keys is not one); both value patterns need '@' or
+# "-----BEGIN"; a backslash (an escape in a quoted scalar) could spell any of them.
+_SUSPECT_WORDS = ("@", "\\", "-----begin", "pass", "pw", "secret", "token")
+_KEY_WORD = re.compile(r"key(?!s)")
+# ... and a 'user:password' credentials reference needs a colon, quotes, a block scalar or a
+# plain scalar continued on the next lines: only a one-token value with nothing more indented
+# below it passes.
+_PLAIN_CREDENTIALS = re.compile(
+    r"(?m)^([ ]*)(?:-[ ]+)?credentials:[ ]*[A-Za-z0-9_./-]+[ ]*(?:#.*)?\n(?:[ \t]*\n)*+(?!\1[ \t])")
+
+
+def _may_hold_secrets(text: str) -> bool:
+    lower = text.lower()  # one pass, then substring scans (a case-blind regex is slower)
+    if any(word in lower for word in _SUSPECT_WORDS):
+        return True
+    if "key" in lower and _KEY_WORD.search(lower):
+        return True
+    if "credentials" not in text:
+        return False
+    plain = sum(1 for _ in _PLAIN_CREDENTIALS.finditer(text + "\n"))
+    return plain != text.count("credentials")
+
+
 def find_secrets(doc: Document) -> set[tuple[str | int, ...]]:
     """Report values that look like passwords; return their paths so nothing echoes them."""
     found: set[tuple[str | int, ...]] = set()
+    if not _may_hold_secrets(doc.text):
+        return found
 
     def walk(value: Any, path: tuple[str | int, ...]) -> None:
         kind = type(value)

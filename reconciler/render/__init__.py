@@ -1,7 +1,7 @@
 """Rendering: NoCloud seed files and build requests from a DesiredHost (Jinja, StrictUndefined).
 
 Public API: :class:`RenderSettings`, :class:`RenderedHost`, :class:`Renderer`,
-:func:`render_host`.
+:func:`render_host`, :func:`template_problems`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ from reconciler.render.renderer import (
     RenderedHost,
     Renderer,
     RenderSettings,
+    TemplateError,
     render_host,
+    template_problems,
 )
 
-__all__ = ["DEFAULT_PUBLIC_URL", "RenderSettings", "RenderedHost", "Renderer", "render_host"]
+__all__ = ["DEFAULT_PUBLIC_URL", "RenderSettings", "RenderedHost", "Renderer", "TemplateError",
+           "render_host", "template_problems"]

@@ -35,7 +35,10 @@ import yaml
 
 from reconciler import paths
 from reconciler.errors import InputError
+from reconciler.model.bulk import paused_gc
 from reconciler.model.desired import DesiredHost, merge_user_data
+from reconciler.model.inventory import Inventory
+from reconciler.model.problems import Problem
 
 DEFAULT_PUBLIC_URL = "http://198.18.0.1:8080"
 SEED_DIR = "/var/lib/cloud/seed/nocloud"
@@ -129,14 +132,18 @@ def _emit(value: Any, indent: str, out: list[str]) -> None:
     if _is_mapping(value):
         for key, sub in value.items():
             head = f"{indent}{_scalar(key)}:"
-            if sub and (_is_mapping(sub) or _is_sequence(sub)):
+            if type(sub) is str:  # most values: skip the container checks
+                out.append(f"{head} {_scalar(sub)}\n")
+            elif sub and (_is_mapping(sub) or _is_sequence(sub)):
                 out.append(head + "\n")
                 _emit(sub, indent + "  ", out)
             else:
                 out.append(f"{head} {_empty_or_scalar(sub)}\n")
     else:
         for item in value:
-            if item and _is_mapping(item):
+            if type(item) is str:
+                out.append(f"{indent}- {_scalar(item)}\n")
+            elif item and _is_mapping(item):
                 # "- key: value" with the rest of the mapping aligned under the key.
                 sub_out: list[str] = []
                 _emit(item, indent + "  ", sub_out)
@@ -183,6 +190,15 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode("ascii")
 
 
+class TemplateError(InputError):
+    """A template that does not compile: ``file`` (``templates/<name>`` for an inventory's
+    override), ``line``, and the ``reason``."""
+
+    def __init__(self, file: str, line: int | None, reason: str) -> None:
+        super().__init__(f"{file}:{line}: {reason}" if line else f"{file}: {reason}")
+        self.file, self.line, self.reason = file, line, reason
+
+
 class Renderer:
     """Renders hosts of one inventory (its template overrides) with one set of settings."""
 
@@ -200,9 +216,8 @@ class Renderer:
                 raise InputError(f"template {name} not found in {base}") from None
             except jinja2.TemplateSyntaxError as exc:
                 where = f"templates/{name}" if name in self.overrides else str(base / name)
-                raise InputError(
-                    f"{where}:{exc.lineno}: template syntax error: {exc.message}"
-                ) from None
+                raise TemplateError(where, exc.lineno,
+                                    f"template syntax error: {exc.message}") from None
             # Every render copies the template's globals into a new context; Jinja keeps them
             # as a ChainMap over the environment's, which copies key by key in Python. Ours never
             # change after _environment() returns, so a flat dict holds the same names.
@@ -215,6 +230,12 @@ class Renderer:
         except jinja2.UndefinedError as exc:
             raise InputError(f"template {name}: {exc.message}", hint="see docs/inventory.md "
                              "for the variables each template gets") from None
+        except jinja2.TemplateError as exc:
+            raise InputError(f"template {name}: {exc}") from None
+        except Exception as exc:  # an override's arithmetic or filter on the wrong type
+            if name not in self.overrides:
+                raise
+            raise InputError(f"templates/{name}: {type(exc).__name__}: {exc}") from None
         if name in self.overrides:
             # Project templates are proven by golden tests; an override is checked every time.
             body = text.split("\n", 1)[1] if text.startswith("#cloud-config") else text
@@ -288,6 +309,45 @@ class Renderer:
             seed["network-config"] = network
         return RenderedHost(host.name, purpose, meta, installed, network, ephemeral, checkin_url,
                             request, seed)
+
+    def render_all(self, hosts: Mapping[str, DesiredHost], purpose: str = "provision", *,
+                   inspection_id: str | None = None,
+                   ) -> tuple[dict[str, RenderedHost], dict[str, str]]:
+        """Every host (name -> rendered) and, apart, each host whose templates failed (name ->
+        the error): one host's failure does not stop the others. A bulk build of results that
+        live on, so the cyclic collector is paused meanwhile (see :mod:`reconciler.model.bulk`).
+        """
+        done: dict[str, RenderedHost] = {}
+        failed: dict[str, str] = {}
+        with paused_gc():
+            for name, host in hosts.items():
+                try:
+                    done[name] = self.render(host, purpose, inspection_id=inspection_id)
+                except InputError as exc:
+                    failed[name] = str(exc)
+        return done, failed
+
+
+# Inspection renders need an id; checking templates uses this one (a valid v4 UUID).
+_CHECK_ID = "00000000-0000-4000-8000-000000000000"
+
+
+def template_problems(inventory: Inventory, hosts: Mapping[str, DesiredHost]) -> list[Problem]:
+    """Problems of the inventory's own templates: each must compile and render every valid host
+    for both purposes. Project templates are proven by golden tests, so an inventory without
+    overrides has none to check (and costs nothing)."""
+    if not inventory.templates:
+        return []
+    try:
+        renderer = Renderer(inventory.templates)
+    except TemplateError as exc:
+        return [Problem(exc.file, exc.line, "", exc.reason)]
+    problems = []
+    for purpose in PURPOSES:
+        _, failed = renderer.render_all(hosts, purpose, inspection_id=_CHECK_ID)
+        problems += [Problem(hosts[name].file, None, "", f"rendering for {purpose}: {error}")
+                     for name, error in failed.items()]
+    return problems
 
 
 def render_host(host: DesiredHost, purpose: str = "provision", *,

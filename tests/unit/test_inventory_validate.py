@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -314,3 +315,36 @@ def test_missing_credentials_fail_that_host_alone(
                              "not found (hint: set RECONCILER_CRED_RACK9=username:password or "
                              "create ")
     assert SECRET not in "\n".join(out)
+
+
+def test_template_overrides_are_rendered_for_every_host_by_validate_and_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _write_example(tmp_path / "inv")
+    project = (Path("templates") / "user-data.j2").read_text()
+    # fails for one host only, and only when provisioning
+    (root / "templates").mkdir()
+    (root / "templates" / "user-data.j2").write_text(project + (
+        "{% if host.name == 'lab-host-02' and purpose == 'provision' %}"
+        "{{ host.no_such_field }}{% endif %}\n"))
+    assert main(["validate", str(root)]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    assert out[0].startswith("servers/lab-host-02.yaml: rendering for provision: template "
+                             "user-data.j2: ")
+    assert "no_such_field" in out[0]
+
+    (root / "templates" / "user-data.j2").write_text("#cloud-config\n{% if %}\n")
+    assert main(["validate", str(root)]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == ["templates/user-data.j2:2: template syntax error: Expected an expression, "
+                   "got 'end of statement block'"]
+
+    # plan shows head's template problems too
+    (root / "templates" / "user-data.j2").write_text(project + "{{ 1 // 0 }}\n")
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    assert main(["plan", "--repo", str(root), "--format", "json"]) == 1
+    record = json.loads(capsys.readouterr().out)
+    texts = {p["file"]: p["message"] for p in record["problems"]}
+    assert set(texts) == {f"servers/lab-host-0{n}.yaml" for n in (1, 2, 3)}
+    assert all("ZeroDivisionError" in m for m in texts.values())
