@@ -189,7 +189,7 @@ _KEY_WORD = re.compile(r"key(?!s)")
 # plain scalar continued on the next lines: only a one-token value with nothing more indented
 # below it passes.
 _PLAIN_CREDENTIALS = re.compile(
-    r"(?m)^([ ]*)(?:-[ ]+)?credentials:[ ]*[A-Za-z0-9_./-]+[ ]*(?:#.*)?\n(?:[ \t]*\n)*+(?!\1[ \t])")
+    r"([ ]*)(?:-[ ]+)?credentials:[ ]*[A-Za-z0-9_./-]+[ ]*(?:#.*)?\n(?:[ \t]*\n)*+(?!\1[ \t])")
 
 
 def _may_hold_secrets(text: str) -> bool:
@@ -198,10 +198,15 @@ def _may_hold_secrets(text: str) -> bool:
         return True
     if "key" in lower and _KEY_WORD.search(lower):
         return True
-    if "credentials" not in text:
+    at = text.find("credentials")
+    if at < 0:
         return False
-    plain = sum(1 for _ in _PLAIN_CREDENTIALS.finditer(text + "\n"))
-    return plain != text.count("credentials")
+    padded = text + "\n"
+    while at >= 0:  # each line naming credentials must be the plain form, from its start
+        if not _PLAIN_CREDENTIALS.match(padded, text.rfind("\n", 0, at) + 1):
+            return True
+        at = text.find("credentials", at + len("credentials"))
+    return False
 
 
 def find_secrets(doc: Document) -> set[tuple[str | int, ...]]:
