@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from reconciler.settings import ServiceSettings
 from reconciler.web import acl, artifacts, builds, checkins, health
 from reconciler.web.fast import FastFront
-from reconciler.web.http import HttpError, error_response, log_access, too_large
+from reconciler.web.http import HttpError, error_response, log_access, printable, too_large
 from reconciler.web.services import Services
 
 LOG = logging.getLogger("reconciler.web.access")
@@ -89,7 +89,8 @@ def create_app(settings: ServiceSettings, services: Services | None = None) -> F
 
     @app.errorhandler(Exception)
     def crash(exc: Exception) -> Response:
-        LOG.exception("%s %s: unhandled error", request.method, request.path)
+        LOG.exception("%s %s: unhandled error", printable(request.method),
+                      printable(request.path))
         return error_response(500, f"{request.path}: internal error ({type(exc).__name__})")
 
     # The hottest routes skip Flask's request machinery (reconciler/web/fast.py); the

@@ -35,6 +35,7 @@ from reconciler.web.http import (
     HttpError,
     json_bytes,
     log_access,
+    printable,
     too_large,
 )
 from reconciler.web.services import Services
@@ -112,7 +113,7 @@ class FastFront:
         except HttpError as exc:
             status, headers, body = _error(exc.status, exc.message, exc.headers)
         except Exception as exc:  # noqa: BLE001 - the same 500 as Flask's handler
-            ACCESS_LOG.exception("%s %s: unhandled error", method, path)
+            ACCESS_LOG.exception("%s %s: unhandled error", printable(method), printable(path))
             status, headers, body = _error(500, f"{path}: internal error ({type(exc).__name__})")
         start_response(STATUS[status], headers)
         log_access(method, path, status, started, client)

@@ -119,6 +119,19 @@ def too_large(limit: int | None = None) -> str:
     return f"request body: larger than the limit of {limit} bytes (max_request_bytes)"
 
 
+def printable(text: str) -> str:
+    """``text`` safe for a log line: control characters (a percent-decoded ``%0A`` in a path
+    would start a forged line, ``%1B`` a terminal escape) shown backslash-escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
+# (time, (method, path, status, milliseconds, client))
+_Line = tuple[float, tuple[str, str, int, float, str]]
+
+
 class AccessLog:
     """One line per request (``METHOD PATH STATUS DURATIONms CLIENT``), written by one thread.
 
@@ -126,7 +139,8 @@ class AccessLog:
     the cheapest routes: ``findCaller`` walks the stack, and every thread contends for the
     handler's lock, a GIL hand-off each time. Here a request thread only queues a tuple
     (SimpleQueue, no Python-level lock); the writer thread makes the records, stamped with the
-    request's own time, and hands them to the configured handlers in order. :meth:`flush`
+    request's own time, with control characters in what the client sent escaped
+    (:func:`printable`), and hands them to the configured handlers in order. :meth:`flush`
     waits until everything queued is written (the server calls it when it stops, and at exit).
     A SIGKILL can lose the lines of the last milliseconds; nothing else is lost.
     """
@@ -135,9 +149,7 @@ class AccessLog:
 
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
-        self._queue: queue.SimpleQueue[tuple[float, tuple[object, ...]] | threading.Event] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[_Line | threading.Event] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
@@ -164,7 +176,8 @@ class AccessLog:
             if isinstance(item, threading.Event):
                 item.set()
                 continue
-            created, args = item
+            created, (method, path, status, elapsed, client) = item
+            args = (printable(method), printable(path), status, elapsed, printable(client))
             record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, self.FORMAT,
                                        args, None)  # fmt: skip
             record.created = created

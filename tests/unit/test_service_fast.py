@@ -275,6 +275,28 @@ def test_both_paths_log_one_line_per_request(sides: tuple[Side, Side],
         assert line.startswith("GET /healthz 200 ") and line.endswith(f"ms {TRUSTED}")
 
 
+def test_control_characters_a_client_sends_cannot_forge_log_lines(
+    sides: tuple[Side, Side], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="reconciler.web.access")
+    assert log_access.flush()
+    caplog.clear()
+    forged = "x%0A2026-01-01 00:00:00,000 INFO reconciler.web.access: GET x 200 0.1ms 10.0.0.1"
+    # the server percent-decodes the path: %0A, %00, %1B arrive as those characters
+    for path in (f"/api/v1/checkins/{forged}", "/artifacts/a/uki.efi%00",
+                 "/api/v1/builds/%1B[2J", "/healthz%E2%80%A8x"):
+        method = "PUT" if "checkins" in path else "GET"
+        both(sides, method, path, b"{}", contract=False, client=UNTRUSTED)
+    assert log_access.flush()
+    lines = [r.getMessage() for r in caplog.records if r.name == "reconciler.web.access"]
+    assert len(lines) == 8, lines
+    assert all(line.isprintable() for line in lines), lines
+    assert any("x\\n2026-01-01" in line for line in lines)
+    assert any("uki.efi\\x00 " in line for line in lines)
+    assert any("\\x1b[2J" in line for line in lines)
+    assert any("/healthz\\u2028x " in line for line in lines)  # a line separator
+
+
 def completed_build(side: Side, request: dict[str, Any] | None = None) -> str:
     """Submit a build to ``side`` and wait (with a deadline) until the fake builder is done."""
     status, _, data = call(side.wsgi(False), "POST", "/api/v1/builds",
