@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -101,16 +102,11 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def wait_completed(svc: ServiceProcess, build_id: str, timeout: float = 300) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while True:
-        status: dict[str, object] = requests.get(f"{svc.url}/api/v1/builds/{build_id}").json()
-        if status["state"] in ("completed", "failed"):
-            assert status["state"] == "completed", status
-            return status
-        if time.monotonic() > deadline:
-            sys.exit(f"build {build_id} did not complete: {status}")
-        time.sleep(0.1)
+def wait_completed(svc: ServiceProcess, build_id: str, timeout: float = 300) -> dict[str, Any]:
+    status = svc.wait_build(build_id, timeout)
+    if status["state"] != "completed":
+        sys.exit(f"build {build_id} did not complete: {status}")
+    return status
 
 
 # --- load generators: wrk (saturated) and a paced asyncio client -------------------------
@@ -381,7 +377,7 @@ def bench_download(svc: ServiceProcess, work: Path, initramfs: Path) -> None:
     body = dict(REQUEST, initramfs="big-initramfs.img")
     build_id = requests.post(f"{svc.url}/api/v1/builds", json=body).json()["id"]
     status = wait_completed(svc, build_id)
-    iso_url = status["artifacts"]["isoUrl"]  # type: ignore[index]
+    iso_url = status["artifacts"]["isoUrl"]
     build_dir = svc.data_dir / "builds" / build_id
     iso = build_dir / "boot.iso"
     size = iso.stat().st_size
@@ -392,7 +388,7 @@ def bench_download(svc: ServiceProcess, work: Path, initramfs: Path) -> None:
     with nginx(build_dir, work) as (nginx_base, nginx_pid):
         nginx_pids = children(nginx_pid)
         targets: dict[str, tuple[str, list[int]]] = {
-            "reconciler": (iso_url, svc_pids),  # type: ignore[dict-item]
+            "reconciler": (iso_url, svc_pids),
             "nginx": (f"{nginx_base}/boot.iso", nginx_pids),
         }
         kinds: dict[str, Callable[[str], float]] = {

@@ -1,7 +1,7 @@
 """Artifacts built and served by the live service boot under OVMF and carry their overlay:
 the ISO fetched the way a BMC's virtual media does (curl), and the UKI downloaded by the
-firmware itself over UEFI HTTP boot (OVMF's HTTP client: one HEAD, one GET, a Host header
-without the port) straight from the service's artifact URL."""
+firmware itself over UEFI HTTP boot (OVMF's own HTTP client, which LAB.md saw send one HEAD
+and one GET with a Host header lacking the port) straight from the service's artifact URL."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import requests
 
 from tests.fixtures.kernel import debian_kernel
 from tests.fixtures.qemu import Nic, QemuVM
-from tests.fixtures.service import base_images, running_service
+from tests.fixtures.service import ServiceProcess, base_images, running_service
 from tests.fixtures.tiny_initramfs import DONE, MARKER, tiny_initramfs
 
 pytestmark = pytest.mark.integration
@@ -40,15 +40,11 @@ def _images(tmp_path: Path) -> Path:
                        initramfs=base)  # fmt: skip
 
 
-def _built(url: str, request: dict[str, Any]) -> dict[str, Any]:
-    build_id = requests.post(f"{url}/api/v1/builds", json=request).json()["id"]
-    deadline = time.monotonic() + 120
-    while (status := requests.get(f"{url}/api/v1/builds/{build_id}").json())["state"] \
-            not in ("completed", "failed"):  # fmt: skip
-        assert time.monotonic() < deadline, status
-        time.sleep(0.1)
+def _built(svc: ServiceProcess, request: dict[str, Any]) -> dict[str, Any]:
+    build_id = requests.post(f"{svc.url}/api/v1/builds", json=request).json()["id"]
+    status = svc.wait_build(build_id)
     assert status["state"] == "completed", status
-    return status  # type: ignore[no-any-return]
+    return status
 
 
 def _boots_with_the_overlay(vm: QemuVM, marker: str, timeout: float) -> None:
@@ -60,7 +56,7 @@ def _boots_with_the_overlay(vm: QemuVM, marker: str, timeout: float) -> None:
 def test_served_iso_boots_under_ovmf(tmp_path: Path) -> None:
     marker = f"served-by-the-build-service-{time.time_ns()}"
     with running_service(tmp_path / "svc", images=_images(tmp_path)) as svc:
-        status = _built(svc.url, _request(marker))
+        status = _built(svc, _request(marker))
         iso = tmp_path / "boot.iso"
         # Fetched the way a BMC would: over HTTP from the URL the status gave.
         subprocess.run(["curl", "-sSf", "-o", str(iso), status["artifacts"]["isoUrl"]],
@@ -72,7 +68,7 @@ def test_served_iso_boots_under_ovmf(tmp_path: Path) -> None:
 def test_served_uki_boots_over_uefi_http(tmp_path: Path) -> None:
     marker = f"http-booted-from-the-build-service-{time.time_ns()}"
     with running_service(tmp_path / "svc", images=_images(tmp_path)) as svc:
-        status = _built(svc.url, _request(marker))
+        status = _built(svc, _request(marker))
         path = urlsplit(status["artifacts"]["ukiUrl"]).path
         # QEMU's user network answers the firmware's DHCP with this boot URL, as a BMC's
         # HttpBootUri would hand it over; 10.0.2.2 is the host's loopback, where the service is

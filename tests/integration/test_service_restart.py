@@ -52,11 +52,7 @@ def test_crash_mid_build_restart_and_sigterm(tmp_path: Path) -> None:
         status = requests.get(f"{api}/builds/{build_id}").json()
         assert status["state"] in ("pending", "running")  # re-run, never served half-made
         assert requests.head(f"{svc.url}/artifacts/{build_id}/uki.efi").status_code == 404
-        deadline = time.monotonic() + 120
-        while status["state"] not in ("completed", "failed"):
-            assert time.monotonic() < deadline, status
-            time.sleep(0.1)
-            status = requests.get(f"{api}/builds/{build_id}").json()
+        status = svc.wait_build(build_id)
         assert status["state"] == "completed", status
         uki_url = status["artifacts"]["ukiUrl"]
         size = int(requests.head(uki_url).headers["Content-Length"])
