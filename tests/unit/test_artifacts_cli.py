@@ -15,14 +15,16 @@ import pytest
 from reconciler.artifacts import iso as iso_module
 from reconciler.artifacts.toolchain import find_stub
 from reconciler.cli import main
+from reconciler.errors import ToolMissing
+from tests.conftest import skip_or_fail
 
 
 @pytest.fixture
 def inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     try:
         stub = find_stub("amd64")
-    except Exception as exc:  # noqa: BLE001 - not on this machine
-        pytest.skip(str(exc))
+    except ToolMissing as exc:
+        skip_or_fail(str(exc))
     monkeypatch.setenv("RECONCILER_CACHE", str(tmp_path / "cache"))
     initrd = tmp_path / "initrd.img"
     initrd.write_bytes(b"\x1f\x8b" + b"x" * 1001)

@@ -14,6 +14,7 @@ import pytest
 
 from reconciler.artifacts.cpio import initrd_padding, overlay_cpio, overlay_gzip
 from reconciler.artifacts.request import BuildRequest, parse_build_request
+from tests.conftest import skip_or_fail
 
 
 def b64(data: bytes) -> str:
@@ -149,7 +150,7 @@ BIG_EXPECTED = {
 def cpio_tool() -> str:
     found = shutil.which("cpio")
     if found is None:
-        pytest.skip("cpio not installed (scripts/setup.sh installs it)")
+        skip_or_fail("cpio not installed (scripts/setup.sh installs it)")
     return found
 
 
@@ -172,7 +173,7 @@ def test_real_cpio_lists_every_entry(cpio_tool: str) -> None:
 
 def test_real_cpio_extracts_modes_owners_links(cpio_tool: str, tmp_path: Path) -> None:
     if os.geteuid() != 0:
-        pytest.skip("restoring owners needs root")
+        skip_or_fail("restoring owners needs root")
     subprocess.run(
         [cpio_tool, "-idm", "--quiet", "--no-absolute-filenames"],
         input=gzip.decompress(overlay_gzip(BIG)), cwd=tmp_path, check=True,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.artifacts import iso
+from tests.conftest import skip_or_fail
 
 
 def test_plan() -> None:
@@ -43,7 +44,7 @@ def test_header_structures() -> None:
 def test_xorriso_reads_it_back(tmp_path: Path) -> None:
     xorriso = shutil.which("xorriso")
     if xorriso is None:
-        pytest.skip("xorriso not installed")
+        skip_or_fail("xorriso not installed (scripts/setup.sh installs it)")
     boot = tmp_path / "efiboot.img"
     boot.write_bytes(b"B" * 70_000)
     uki = tmp_path / "uki.efi"

@@ -13,6 +13,7 @@ from reconciler.cli import main
 from reconciler.model import parse_inventory, read_directory
 from reconciler.model import schema as schema_mod
 from reconciler.model.yamlio import parse
+from tests.conftest import skip_or_fail
 from tests.fixtures.inventory import PROFILES, SUBNETS, example_files, files, server, write
 
 B = "http://198.18.0.1:8000"
@@ -257,7 +258,7 @@ def test_rust_and_python_schema_engines_agree() -> None:
     """The fast path must never call valid what jsonschema calls invalid, or vice versa."""
     fast = schema_mod._fast_validators()
     if not fast:
-        pytest.skip("jsonschema_rs not installed: only the Python engine runs")
+        skip_or_fail("jsonschema_rs not installed: only the Python engine runs")
     slow = schema_mod._validators()
     docs: list[tuple[str, object]] = []
     for contents, _ in CORPUS.values():
