@@ -9,6 +9,8 @@ The reconcile engine consumes this; its digests say what a change needs:
   is wiped.
 - ``spec``: everything, including BMC and desired state.
 
+Which fields feed which digest is :data:`reconciler.model.impact.FIELD_EFFECTS`.
+
 Digests cover the inventory's own template overrides but not the project's templates/, so an
 upgrade of the reconciler never silently reprovisions a fleet.
 """
@@ -25,6 +27,7 @@ from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore
 from typing import Any
 
 from reconciler.model.bulk import paused_gc
+from reconciler.model.impact import BUILD_FIELDS, PROVISION_FIELDS
 from reconciler.model.inventory import Bmc, Disk, Image, Inventory, Server
 
 
@@ -53,6 +56,7 @@ class DesiredHost:
     file: str
     state: str
     protected: bool
+    suspend: bool
     architecture: str
     bmc: Bmc
     boot_method: str
@@ -118,19 +122,13 @@ def _iface_record(i: NetworkInterface) -> dict[str, Any]:
     }
 
 
-# Which record fields feed which digest. A table, so plan and digests agree.
-BUILD_FIELDS = ("architecture", "kernel", "initramfs", "cmdline", "interfaces", "ssh_keys",
-                "user_data", "templates_digest", "name")
-PROVISION_FIELDS = ("architecture", "interfaces", "disk", "image", "ssh_keys", "user_data",
-                    "templates_digest", "name")
-
-
 def _record(h: DesiredHost, *, with_digests: bool = True) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "name": h.name,
         "file": h.file,
         "state": h.state,
         "protected": h.protected,
+        "suspend": h.suspend,
         "architecture": h.architecture,
         "bmc": {
             "address": h.bmc.address,
@@ -201,8 +199,8 @@ def _sorted(keys: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(keys))
 
 
-_BUILD_ORDER = tuple(sorted(BUILD_FIELDS))
-_PROVISION_ORDER = tuple(sorted(PROVISION_FIELDS))
+_BUILD_ORDER = BUILD_FIELDS  # sorted already
+_PROVISION_ORDER = PROVISION_FIELDS
 
 
 def desired_hosts(inventory: Inventory) -> dict[str, DesiredHost]:
@@ -268,6 +266,7 @@ def _desired_host(inventory: Inventory, s: Server, assigned: tuple[IPv4Address, 
         file=s.file,
         state=s.state,
         protected=s.protected,
+        suspend=s.suspend,
         architecture=s.architecture or profile.architecture,
         bmc=s.bmc,
         boot_method=s.bmc.boot_method or profile.boot_method,

@@ -126,6 +126,7 @@ class Server:
     disk: Disk | None = None
     image: Image | None = None
     cloud_init: CloudInit = CloudInit()
+    suspend: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,7 +413,7 @@ def _server(
         return None
     return Server(name, doc.file, profile_name, state, bmc, bool(data.get("protected", False)),
                   data.get("architecture"), tuple(interfaces), disk, image,
-                  _cloud_init(data.get("cloud_init")))
+                  _cloud_init(data.get("cloud_init")), bool(data.get("suspend", False)))
 
 
 def server_files(files: Mapping[str, bytes]) -> dict[str, str]:

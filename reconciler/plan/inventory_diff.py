@@ -1,16 +1,12 @@
 """What a change to the inventory would do: pure diff of two validated inventories.
 
-``reconciler plan`` prints this for a pull request. Per host: added / removed / changed fields,
-new or moved addresses, and the consequence, classified by a table of field -> impact:
+``reconciler plan`` prints this for a pull request. Per host: added / removed / changed fields
+(each with its effects from :data:`reconciler.model.impact.FIELD_EFFECTS`), new or moved
+addresses, and the consequence: the very action the reconcile loop would take, decided by
+:func:`reconciler.plan.decide.plan` with the base revision as "observed = as last applied".
 
-- ``reprovision``: the field ends up on the target disk (image, disk, network identity,
-  cloud-init seed). On a server that is (or becomes) ``provisioned`` that means a disk wipe:
-  DESTRUCTIVE -- unless the server is ``protected``, then it is BLOCKED and nothing happens.
-- ``rebuild``: only the ephemeral-OS image changes (kernel, initramfs, cmdline, boot method);
-  a provisioned server is not touched until it is next provisioned or inspected.
-- ``none``: bookkeeping (BMC connection details, the protected flag).
-
-A removed server, or one whose file became invalid, is left exactly as it is.
+A removed server is forgotten, never touched; one whose file became invalid keeps its last good
+desired state (the base's), exactly as the loop does.
 """
 
 from __future__ import annotations
@@ -20,35 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.model.desired import DesiredHost, desired_hosts
+from reconciler.model.impact import FIELD_EFFECTS, Effect, effects_of
 from reconciler.model.inventory import Inventory
 from reconciler.model.ipam import Collision
+from reconciler.model.policy import Policy
 from reconciler.model.problems import Problem
+from reconciler.plan import decide
 
-# Top-level DesiredHost record field -> impact of changing it.
-IMPACT: Mapping[str, str] = {
-    "state": "state",
-    "protected": "none",
-    "file": "none",
-    "bmc": "none",
-    "boot_method": "rebuild",
-    "kernel": "rebuild",
-    "initramfs": "rebuild",
-    "cmdline": "rebuild",
-    "architecture": "reprovision",
-    "interfaces": "reprovision",
-    "disk": "reprovision",
-    "image": "reprovision",
-    "ssh_keys": "reprovision",
-    "user_data": "reprovision",
-    "templates_digest": "reprovision",
-}
-
-# What reaching a desired state does to a server that was not already there.
-STATE_ACTION: Mapping[str, str] = {
-    "provisioned": "provision (disk wipe)",
-    "inspected": "inspect (boots the ephemeral OS, disk untouched)",
-    "off": "power off",
-    "unmanaged": "stop managing (left as is)",
+# What the plan says about effects that need no action of their own.
+NOTES: Mapping[Effect, str] = {
+    Effect.BOOT_IMAGE: "boot image changes: used the next time a workflow boots the server",
+    Effect.DELIVERY: "BMC connection or boot method changes: used from the next Redfish call",
 }
 
 
@@ -57,7 +35,11 @@ class FieldChange:
     path: str
     old: Any
     new: Any
-    impact: str
+    effects: frozenset[Effect]
+
+    @property
+    def impact(self) -> str:
+        return ", ".join(sorted(self.effects))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +49,18 @@ class HostPlan:
     changes: tuple[FieldChange, ...] = ()
     addresses_old: Mapping[str, str] = field(default_factory=dict)  # interface -> address
     addresses_new: Mapping[str, str] = field(default_factory=dict)
-    actions: tuple[str, ...] = ()
-    destructive: bool = False
-    blocked: bool = False  # destructive but protected
+    actions: tuple[str, ...] = ()  # what the loop does, then notes
+    action: decide.Action | None = None
+
+    @property
+    def destructive(self) -> bool:
+        """The loop would wipe this server's disk in this revision."""
+        return self.action is not None and self.action.destructive and self.action.runnable
+
+    @property
+    def blocked(self) -> bool:
+        """Destructive, but held by a safety rule (protected, max_destructive)."""
+        return self.action is not None and self.action.blocked
 
     @property
     def moved(self) -> dict[str, tuple[str | None, str | None]]:
@@ -125,67 +116,69 @@ def _addresses(host: DesiredHost | None) -> dict[str, str]:
 def _field_changes(old: DesiredHost, new: DesiredHost) -> list[FieldChange]:
     a, b = old.to_record(), new.to_record()
     out = []
-    for top in IMPACT:
+    for top, effects in FIELD_EFFECTS.items():
         if a.get(top) == b.get(top):
             continue
         fa, fb = dict(_flatten(a.get(top), top)), dict(_flatten(b.get(top), top))
         for path in sorted(set(fa) | set(fb)):
             if fa.get(path) != fb.get(path):
-                out.append(FieldChange(path, fa.get(path), fb.get(path), IMPACT[top]))
+                out.append(FieldChange(path, fa.get(path), fb.get(path), effects))
     return out
 
 
-def _consequence(old: DesiredHost | None, new: DesiredHost,
-                 changes: list[FieldChange]) -> tuple[list[str], bool]:
-    actions: list[str] = []
-    destructive = False
-    was = old.state if old else None
-    if new.state != was:
-        actions.append(STATE_ACTION[new.state])
-        destructive = new.state == "provisioned"
-    elif new.state == "provisioned" and old is not None and (
-        old.digests.provision != new.digests.provision
-    ):
-        actions.append("reprovision (disk wipe): " + ", ".join(
-            sorted({c.path.split(".")[0].split("[")[0] for c in changes
-                    if c.impact == "reprovision"})))
-        destructive = True
-    if new.state not in ("unmanaged",) and any(c.impact == "rebuild" for c in changes):
-        actions.append("rebuild the boot image")
-    return actions, destructive
+def _lines(action: decide.Action, changes: list[FieldChange]) -> tuple[str, ...]:
+    text = action.message
+    if action.destructive and action.workflow == "provision":
+        fields = sorted({c.path.split(".")[0].split("[")[0] for c in changes
+                         if Effect.DISK in c.effects})
+        if fields:
+            text += " (changed: " + ", ".join(fields) + ")"
+    lines = [text]
+    effects = effects_of(c.path for c in changes)
+    if action.kind == decide.Kind.NONE:
+        lines += [note for effect, note in NOTES.items() if effect in effects]
+    return tuple(lines)
 
 
 def diff_inventories(base: Inventory, head: Inventory, *, problems: list[Problem],
                      base_name: str = "base", head_name: str = "head",
-                     head_hosts: Mapping[str, DesiredHost] | None = None) -> InventoryPlan:
+                     head_hosts: Mapping[str, DesiredHost] | None = None,
+                     policy: Policy | None = None) -> InventoryPlan:
     """Compare two inventories; ``problems`` are head's validation problems.
-    ``head_hosts``: ``desired_hosts(head)`` when the caller already has it."""
+    ``head_hosts``: ``desired_hosts(head)`` when the caller already has it; ``policy``: head's.
+    """
     old_hosts = desired_hosts(base)
     new_hosts = head_hosts if head_hosts is not None else desired_hosts(head)
+    # A server invalid in head keeps its last good desired state, as in the loop.
+    effective = dict(new_hosts)
+    for name in head.rejected & old_hosts.keys():
+        effective[name] = old_hosts[name]
+    status, observed = decide.as_applied(old_hosts)
+    actions = {a.host: a for a in decide.plan(effective, observed, status,
+                                              policy or Policy(), 0.0)}
     plans: list[HostPlan] = []
     unchanged = 0
     for name in sorted(set(old_hosts) | set(new_hosts) | (head.rejected & set(base.servers))):
         old, new = old_hosts.get(name), new_hosts.get(name)
+        action = actions.get(name)
         if new is None and name in head.rejected:
             plans.append(HostPlan(name, "invalid", addresses_old=_addresses(old),
-                                  actions=("left as is: invalid in head (see problems)",)))
+                                  actions=("left as is: invalid in head, keeps its last good "
+                                           "state (see problems)",), action=action))
             continue
         if new is None:
+            assert action is not None
             plans.append(HostPlan(name, "removed", addresses_old=_addresses(old),
-                                  actions=("stop managing (left as is)",)))
+                                  actions=(action.message,), action=action))
             continue
+        assert action is not None
         if old is not None and old.digests.spec == new.digests.spec:
             unchanged += 1
             continue
         changes = _field_changes(old, new) if old is not None else []
-        actions, destructive = _consequence(old, new, changes)
-        blocked = destructive and new.protected
-        if blocked:
-            actions = [f"BLOCKED (protected): would {a}" if "disk wipe" in a else a
-                       for a in actions]
         plans.append(HostPlan(
             name, "added" if old is None else "changed", tuple(changes), _addresses(old),
-            _addresses(new), tuple(actions), destructive and not blocked, blocked))
+            _addresses(new), _lines(action, changes), action))
     base_collided = {(c.host, c.interface) for c in base.allocation.collisions}
     new_collisions = frozenset((c.host, c.interface) for c in head.allocation.collisions
                                if (c.host, c.interface) not in base_collided)
@@ -205,10 +198,13 @@ def to_record(plan: InventoryPlan) -> dict[str, Any]:
                 "kind": h.kind,
                 "destructive": h.destructive,
                 "blocked": h.blocked,
+                "hold": h.action.hold.value if h.action and h.action.hold else None,
+                "workflow": h.action.workflow if h.action else None,
                 "actions": list(h.actions),
                 "addresses": {"old": dict(h.addresses_old), "new": dict(h.addresses_new)},
                 "moved": {k: {"old": o, "new": n} for k, (o, n) in h.moved.items()},
-                "changes": [{"path": c.path, "old": c.old, "new": c.new, "impact": c.impact}
+                "changes": [{"path": c.path, "old": c.old, "new": c.new,
+                             "effects": sorted(c.effects)}
                             for c in h.changes],
             }
             for h in plan.hosts

@@ -54,7 +54,7 @@ def render_markdown(plan: InventoryPlan) -> str:
     radius = (f"**Blast radius:** {s['added']} added, {s['changed']} changed, "
               f"{s['removed']} removed, {s['invalid']} invalid, {s['unchanged']} unchanged; "
               f"**{s['destructive']} DESTRUCTIVE** (disk wipe), {s['blocked']} blocked "
-              f"(protected), {s['addresses_moved']} with moved addresses, "
+              f"(protected or over max_destructive), {s['addresses_moved']} with moved addresses, "
               f"{s['collisions']} IPAM collisions, {s['problems']} validation problems.")
     lines += [radius, ""]
     if not plan.hosts:
@@ -70,7 +70,7 @@ def render_markdown(plan: InventoryPlan) -> str:
         detailed = [h for h in ordered if h.changes]
         for h in detailed[:MAX_DETAILS]:
             mark = " — **DESTRUCTIVE**" if h.destructive else (
-                " — **BLOCKED (protected)**" if h.blocked else "")
+                " — **BLOCKED**" if h.blocked else "")
             lines += [f"<details><summary><code>{h.name}</code>: "
                       f"{len(h.changes)} field(s){mark}</summary>", ""]
             for c in h.changes[:MAX_LINES]:

@@ -29,7 +29,8 @@ import pytest
 
 from reconciler.model import desired_hosts, parse_inventory, schema
 from reconciler.model.bulk import paused_gc
-from reconciler.model.desired import BUILD_FIELDS, PROVISION_FIELDS, DesiredHost
+from reconciler.model.desired import DesiredHost
+from reconciler.model.impact import BUILD_FIELDS, PROVISION_FIELDS
 from reconciler.model.ipam import (
     Allocation,
     Blocker,

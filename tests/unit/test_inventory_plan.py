@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.model import parse_inventory
-from reconciler.plan.inventory_diff import STATE_ACTION, diff_inventories, to_record
+from reconciler.plan.inventory_diff import diff_inventories, to_record
 from reconciler.plan.markdown import MAX_ROWS, render_markdown
 from tests.fixtures.inventory import files, server
 
@@ -26,8 +26,11 @@ def test_state_transitions_use_the_table() -> None:
     }
     plan = _plan(old, new)
     actions = {h["name"]: h["actions"] for h in plan["hosts"]}
-    assert actions == {"n1": [STATE_ACTION["off"]], "n2": [STATE_ACTION["unmanaged"]],
-                       "n3": [STATE_ACTION["inspected"]]}
+    assert actions == {"n1": ["power-off"], "n2": ["unmanaged: never touched"],
+                       "n3": ["state inspected: its workflow is not implemented yet"]}
+    workflows = {h["name"]: (h["workflow"], h["hold"]) for h in plan["hosts"]}
+    assert workflows == {"n1": ("power-off", None), "n2": (None, None),
+                         "n3": (None, "NotImplemented")}
     assert plan["summary"]["destructive"] == 0 and plan["summary"]["unchanged"] == 1
 
 
