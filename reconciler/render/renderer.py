@@ -269,8 +269,10 @@ class Renderer:
             # Root logs in with keys only (seed: "SSH ... key-only root access").
             "disable_root": False,
             "ssh_pwauth": False,
-            "ssh_authorized_keys": list(keys),
         }
+        if keys:
+            # cloud-init's schema wants at least one key ("ssh_authorized_keys: [] is too short").
+            base_config["ssh_authorized_keys"] = list(keys)
         ephemeral = self._render("user-data.j2", {**common, "stage": "ephemeral",
                                                   "cloud_config": base_config})
         installed = self._render("user-data.j2", {

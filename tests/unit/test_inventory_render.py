@@ -43,7 +43,7 @@ ethernets:
     addresses:
       - "198.18.0.4/24"
     routes:
-      - to: default
+      - to: 0.0.0.0/0
         via: "198.18.0.1"
     nameservers:
       addresses:
@@ -121,6 +121,15 @@ def test_golden_inspect_render() -> None:
     parse_build_request(rendered.build_request)
 
 
+def test_no_keys_no_empty_key_list() -> None:
+    # cloud-init's schema rejects "ssh_authorized_keys: []" (non-empty array).
+    for purpose in ("provision", "inspect"):
+        rendered = render_host(_hosts()["lab-host-01"], purpose, inspection_id=INSPECTION)
+        for text in (rendered.user_data, rendered.ephemeral_user_data):
+            assert "ssh_authorized_keys" not in yaml.safe_load(text)
+        assert _decoded(rendered.build_request)["/root/.ssh/authorized_keys"] == ""
+
+
 def test_inspect_needs_an_id_and_settings_choose_the_url() -> None:
     host = _hosts()["lab-host-03"]
     with pytest.raises(InputError, match="inspection needs an inspection id"):
@@ -154,7 +163,7 @@ def test_multi_nic_netplan() -> None:
     net = yaml.safe_load(render_host(host).network_config or "")
     assert net == {"version": 2, "ethernets": {
         "mgmt": {"match": {"macaddress": "52:54:00:18:00:01"}, "addresses": ["198.18.0.9/24"],
-                 "routes": [{"to": "default", "via": "198.18.0.1"}],
+                 "routes": [{"to": "0.0.0.0/0", "via": "198.18.0.1"}],
                  "nameservers": {"addresses": ["198.18.0.1"]}},
         "eth1": {"match": {"macaddress": "52:54:00:18:01:01"}, "dhcp4": True},
         "eth2": {"match": {"macaddress": "52:54:00:18:02:01"},
