@@ -23,7 +23,7 @@ from typing import Any
 
 from reconciler.adapters.run import run, which
 from reconciler.errors import InputError, ToolFailed, ToolMissing
-from reconciler.imagebuild import debian, inputs, modules, patches
+from reconciler.imagebuild import debian, inputs, modules
 from reconciler.imagebuild.manifest import file_record, write_json
 from reconciler.paths import images_dir
 
@@ -194,7 +194,6 @@ def build(
     ctx.step("kernel", t)
 
     t = time.monotonic()
-    patch_python(chroot)
     customise(root, spec.rootfs, arch)
     pruned = prune(root, spec.prune)
     ctx.step("customise", t)
@@ -263,14 +262,6 @@ def build(
     write_json(manifest_path, manifest)
     cpio.unlink()
     return manifest_path
-
-
-def patch_python(chroot: debian.Chroot) -> None:
-    """Apply :mod:`patches` and byte-compile the patched modules (the OS boots from RAM:
-    compiling on every boot would cost seconds)."""
-    for rel in patches.apply(chroot.root):
-        if rel.endswith(".py"):
-            chroot.run(["python3", "-m", "py_compile", "/" + rel], timeout=120)
 
 
 def find_kernel(unpacked: Path) -> tuple[str, Path]:

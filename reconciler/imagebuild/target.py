@@ -26,7 +26,7 @@ from typing import Any
 from reconciler.adapters.run import run, which
 from reconciler.errors import InputError
 from reconciler.imagebuild import debian, inputs
-from reconciler.imagebuild.ephemeral import check_host, copy_tree, patch_python, symlink
+from reconciler.imagebuild.ephemeral import check_host, copy_tree, symlink
 from reconciler.imagebuild.manifest import file_record, write_json
 from reconciler.paths import images_dir
 
@@ -155,7 +155,6 @@ def build(
         shutil.rmtree(staging)
     debian.extract_deb(boot_deb[0][1], staging)
     boot_efi = staging / "usr/lib/systemd/boot/efi" / table.boot_efi
-    patch_python(chroot)
     _customise(root, arch)
     timings["customise"] = round(time.monotonic() - t, 1)
 

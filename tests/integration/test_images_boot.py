@@ -113,6 +113,8 @@ def _user_data(public_key: str) -> str:
 
 
 def _network_config(ip: str) -> str:
+    # The route as templates/network-config.j2 spells it: both images run Debian's unpatched
+    # cloud-init 22.4, which rejects "to: default".
     return (
         "version: 2\n"
         "ethernets:\n"
@@ -122,7 +124,7 @@ def _network_config(ip: str) -> str:
         "    addresses:\n"
         f"      - \"{ip}/24\"\n"
         "    routes:\n"
-        "      - to: default\n"
+        "      - to: 0.0.0.0/0\n"
         f"        via: \"{GATEWAY}\"\n"
     )
 

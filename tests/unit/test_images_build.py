@@ -217,27 +217,6 @@ def test_prune_keeps_libraries_still_linked(tmp_path: Path) -> None:
     assert removed == ["usr/lib/x86_64-linux-gnu/libicuuc.so.72"]
 
 
-def test_cloud_init_route_default_patch(tmp_path: Path) -> None:
-    from reconciler.errors import ToolFailed
-    from reconciler.imagebuild import patches
-
-    patch = patches.CLOUD_INIT_ROUTE_DEFAULT
-    path = tmp_path / patch.path
-    path.parent.mkdir(parents=True)
-    source = "def _normalize_route(route):\n    normal_route = dict(route)\n" + patch.anchor
-    path.write_text(source + "    return normal_route\n")
-    assert patches.apply(tmp_path) == [patch.path]
-    assert patches.apply(tmp_path) == [patch.path]  # idempotent
-    scope: dict[str, object] = {}
-    exec(path.read_text(), scope)  # noqa: S102 - the patched function itself
-    normalize = scope["_normalize_route"]
-    assert normalize({"destination": "default", "gateway": "10.0.0.1"})["network"] == "0.0.0.0/0"
-    assert normalize({"destination": "default", "gateway": "fe80::1"})["network"] == "::/0"
-    path.write_text("changed upstream\n")
-    with pytest.raises(ToolFailed, match="no longer applies"):
-        patches.apply(tmp_path)
-
-
 def test_images_show_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from reconciler.cli import main
 
