@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from reconciler.artifacts import cpio, iso, toolchain, uki
 from reconciler.artifacts.request import BuildRequest, build_id
@@ -60,25 +61,30 @@ def _check_kernel(path: Path, arch: str) -> None:
 
 
 @contextlib.contextmanager
-def _temporaries(out_dir: Path, names: tuple[str, ...]) -> Iterator[list[Path]]:
-    """Hidden temporary files in ``out_dir``, renamed to ``names`` only if the block succeeds.
+def _temporaries(out_dir: Path, names: tuple[str, ...]) -> Iterator[list[tuple[Path, BinaryIO]]]:
+    """Hidden temporary files in ``out_dir``, open for writing, renamed to ``names`` only if
+    the block succeeds.
 
     Renamed together at the end, so a failure leaves neither a partial file nor a UKI
     without its ISO. No fsync: the rename keeps readers from seeing a partial file, a build
     lost to a power cut is rebuilt on resubmission, and syncing 200 MB would double the time.
+    Each file is written through mkstemp's own descriptor: opening it again with "wb" would
+    truncate it, and ext4 (auto_da_alloc) starts writing back a file truncated to 0 when it
+    is closed, as for a truncate-and-rewrite: 0.08 s per 200 MB that cp never pays.
     """
-    temps: list[Path] = []
+    temps: list[tuple[Path, BinaryIO]] = []
     try:
         for name in names:
             fd, tmp_name = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
-            os.close(fd)
-            temps.append(Path(tmp_name))
+            temps.append((Path(tmp_name), os.fdopen(fd, "wb")))
         yield temps
-        for tmp, name in zip(temps, names, strict=True):
-            os.chmod(tmp, 0o644)
+        for (tmp, f), name in zip(temps, names, strict=True):
+            os.fchmod(f.fileno(), 0o644)
+            f.close()
             os.replace(tmp, out_dir / name)
     finally:
-        for tmp in temps:
+        for tmp, f in temps:
+            f.close()
             tmp.unlink(missing_ok=True)
 
 
@@ -118,12 +124,10 @@ def build_artifacts(
         sections = [s for s in sections if s[0] != ".cmdline"]
     expect = [name for name, _ in sections]
     uki_path, iso_path = out_dir / UKI_NAME, out_dir / ISO_NAME
-    with _temporaries(out_dir, (UKI_NAME, ISO_NAME)) as (uki_tmp, iso_tmp):
-        with open(uki_tmp, "wb") as f:
-            uki.assemble(stub, sections, f)
+    with _temporaries(out_dir, (UKI_NAME, ISO_NAME)) as [(uki_tmp, uki_file), (_, iso_file)]:
+        uki.assemble(stub, sections, uki_file)
         uki.verify(uki_tmp, machine=tools.machine, expect=expect)
-        with open(iso_tmp, "wb") as f:
-            iso.write_iso(f, boot_image=boot_image, uki=uki_tmp)
+        iso.write_iso(iso_file, boot_image=boot_image, uki=uki_tmp)
     LOG.info(
         "built %s (%d bytes) and %s (%d bytes), overlay %d bytes",
         uki_path, uki_path.stat().st_size, iso_path, iso_path.stat().st_size, len(overlay),
