@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -10,12 +11,29 @@ from pathlib import Path
 
 import yaml
 
-from reconciler.errors import InputError
+from reconciler.errors import InputError, ToolMissing
 from reconciler.lab import lifecycle
 from reconciler.lab.spec import GATEWAY, SERVICE_PORT, SERVICE_URL, LabPaths
 from reconciler.lab.state import LabState
 
 LOG = logging.getLogger(__name__)
+
+# What `lab up` needs from the 'lab' extra (pyproject.toml), which a plain install lacks:
+# bcrypt writes the emulator's htpasswd file; gunicorn runs the sushy-tools emulator, whose
+# libvirt driver imports libvirt-python.
+LAB_EXTRA_MODULES = ("bcrypt", "gunicorn", "sushy_tools", "libvirt")
+
+
+def require_lab_extra() -> None:
+    """A missing module of the 'lab' extra is a one-line error naming the extra."""
+    for name in LAB_EXTRA_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            raise ToolMissing(
+                "the lab needs the 'lab' extra: pip install 'reconciler[lab]' "
+                f"(missing module: {exc.name or name})"
+            ) from None
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -110,6 +128,7 @@ def service_argv(images: Path, data: Path) -> tuple[str, ...]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    require_lab_extra()
     paths = lab_paths(args)
     service = None
     if args.images is not None:
