@@ -28,6 +28,10 @@ from reconciler.log import redact
 # in the order `--help` lists them. tests/unit/test_cli.py checks each module registers its
 # commands with these same lines.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("reconciler.commands.run",
+            "drive every server in a git inventory to its committed state"),
+    "status": ("reconciler.commands.run",
+               "the fleet revision and each server's state, step and conditions"),
     "validate": ("reconciler.commands.inventory", "check an inventory repository, every problem"),
     "render": ("reconciler.commands.inventory", "print a server's seed files and build request"),
     "plan": ("reconciler.commands.inventory", "what merging an inventory change would do"),
