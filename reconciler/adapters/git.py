@@ -26,13 +26,15 @@ from reconciler.model.inventory import (
     TEMPLATES_DIR,
     read_directory,
 )
+from reconciler.model.policy import POLICY_FILE
 
 LOG = logging.getLogger(__name__)
 WORKTREE = "WORKTREE"  # pseudo revision: the files on disk
 
 
 def _wanted(rel: str) -> bool:
-    return rel in (SUBNETS_FILE, PROFILES_FILE) or rel.startswith((SERVERS_DIR, TEMPLATES_DIR))
+    return rel in (SUBNETS_FILE, PROFILES_FILE, POLICY_FILE) or \
+        rel.startswith((SERVERS_DIR, TEMPLATES_DIR))
 
 
 def blob_id(data: bytes) -> str:
@@ -53,12 +55,18 @@ class Snapshot:
 class GitInventory:
     """An inventory directory inside a git work tree (possibly a sub-directory of it)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, prefix: str | None = None) -> None:
+        """``path``: the inventory directory in a work tree; or, with ``prefix`` (the
+        inventory's directory inside the repository, "" for its root), any repository --
+        bare clones included: revisions are read from git objects, never the work tree."""
         self.path = path.resolve()
         try:
-            self.repo = git.Repo(self.path, search_parent_directories=True)
+            self.repo = git.Repo(self.path, search_parent_directories=prefix is None)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError):
             raise InputError(f"{path}: not inside a git repository") from None
+        if prefix is not None:
+            self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+            return
         top = Path(self.repo.working_tree_dir or self.path).resolve()
         rel = self.path.relative_to(top).as_posix()
         self.prefix = "" if rel == "." else rel + "/"

@@ -1,7 +1,9 @@
 """SSH into the ephemeral OS (and the installed OS) as root with a key, via asyncssh.
 
-Host keys are generated on every boot of the RAM-resident OS, so there is nothing to pin:
-``known_hosts=None``. Identity is verified the way the design says, by reading
+The reconcile engine pins host keys: it bakes one into each boot image and each installed OS
+(:mod:`reconciler.engine.keys`) and connects with ``host_key``; any other key is refused with a
+:class:`PermanentError` and never accepted. Without ``host_key`` (the lab's ad-hoc boots) no key
+is pinned. Identity is also verified the way the design says, by reading
 ``/var/lib/cloud/data/instance-id`` once connected (:mod:`reconciler.engine.remote`).
 Key material never reaches a log line or an error message: keys are loaded from a path or
 given as an already parsed ``asyncssh.SSHKey``, and only the key's path is ever named.
@@ -117,8 +119,10 @@ async def connect(
     port: int = 22,
     username: str = "root",
     timeout: float = CONNECT_TIMEOUT,
+    host_key: asyncssh.SSHKey | None = None,
 ) -> Connection:
-    """Connect once; a refused or timed-out connection is a :class:`TemporaryError`."""
+    """Connect once; a refused or timed-out connection is a :class:`TemporaryError`, a host
+    key other than ``host_key`` a :class:`PermanentError`."""
     try:
         conn = await asyncio.wait_for(
             asyncssh.connect(
@@ -126,7 +130,7 @@ async def connect(
                 port=port,
                 username=username,
                 client_keys=[key],
-                known_hosts=None,  # host keys are new on every boot; see the module docstring
+                known_hosts=None if host_key is None else ([host_key], [], []),
                 agent_path=None,
                 password=None,
                 kbdint_auth=False,
@@ -135,6 +139,12 @@ async def connect(
             ),
             timeout + 5,
         )
+    except asyncssh.HostKeyNotVerifiable:
+        raise PermanentError(
+            f"{host}:{port}: the host key is not the one pinned for this server",
+            hint="a different machine answers at this address, or its OS was reinstalled "
+            "outside the reconciler; never accepted",
+        ) from None
     except asyncssh.PermissionDenied:
         raise PermanentError(
             f"{host}:{port}: SSH refused the key for {username}",
@@ -153,6 +163,7 @@ async def wait_for_ssh(
     port: int = 22,
     deadline: float,
     interval: float = 2.0,
+    host_key: asyncssh.SSHKey | None = None,
 ) -> Connection:
     """Connect, retrying until ``deadline`` (a ``time.monotonic()`` value)."""
     last: Exception | None = None
@@ -163,7 +174,8 @@ async def wait_for_ssh(
                 f"{host}:{port}: SSH did not come up in time; last error: {last}", delay=30
             )
         try:
-            return await connect(host, key=key, port=port, timeout=min(CONNECT_TIMEOUT, remaining))
+            return await connect(host, key=key, port=port, timeout=min(CONNECT_TIMEOUT, remaining),
+                                 host_key=host_key)
         except TemporaryError as exc:
             last = exc
         await asyncio.sleep(min(interval, max(deadline - time.monotonic(), 0)))

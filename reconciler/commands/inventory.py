@@ -145,7 +145,8 @@ def plan_revisions(root: Path, base: str | None, head: str | None) -> dict[str, 
     head_hosts = desired_hosts(head_inv)
     problems = sort_problems(problems + template_problems(head_inv, head_hosts))
     plan = diff_inventories(base_inv, head_inv, problems=problems, head_hosts=head_hosts,
-                            base_name=base_snap.revision, head_name=head_snap.revision)
+                            base_name=base_snap.revision, head_name=head_snap.revision,
+                            policy=head_inv.policy)
     return {"record": to_record(plan), "markdown": render_markdown(plan)}
 
 

@@ -5,6 +5,7 @@ Repository layout (see docs/inventory.md)::
     subnets.yaml            subnets: CIDR, gateway, DNS, reserved ranges
     profiles.yaml           base_artifacts per architecture, and named profiles
     servers/**/<name>.yaml  one file per server; the file name is the server's name
+    reconciler.yaml         optional: the loop's policy (reconciler.model.policy)
     templates/*.j2          optional: override the project's templates/ of the same name
 
 :func:`parse_inventory` is pure: it takes the files as bytes, so the same code validates a
@@ -24,6 +25,7 @@ from typing import Any
 
 from reconciler.model import ipam, schema
 from reconciler.model.bulk import paused_gc
+from reconciler.model.policy import POLICY_FILE, Policy
 from reconciler.model.problems import Problem, dotted, sort_problems
 from reconciler.model.yamlio import Document, parse
 
@@ -140,6 +142,7 @@ class Inventory:
     )
     servers: Mapping[str, Server] = field(default_factory=lambda: _EMPTY)
     rejected: frozenset[str] = frozenset()
+    policy: Policy = Policy()
     # The inventory's template overrides: file name -> text.
     templates: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     allocation: ipam.Allocation = field(
@@ -455,6 +458,11 @@ def _parse_inventory(
     pdoc = _load_doc(run, files, PROFILES_FILE, "profiles")
     if pdoc is not None:
         profiles, arts = _built(run, pdoc, (), _profiles, pdoc).model
+    policy = Policy()
+    if POLICY_FILE in files:
+        policy_doc = _load_doc(run, files, POLICY_FILE, "policy")
+        if policy_doc is not None:
+            policy = Policy.from_data(policy_doc.data)
     declared: dict[str, frozenset[str] | None] = {
         "subnets": _declared(run, SUBNETS_FILE, "subnets"),
         "profiles": _declared(run, PROFILES_FILE, "profiles"),
@@ -532,6 +540,7 @@ def _parse_inventory(
         base_artifacts=MappingProxyType(arts),
         servers=MappingProxyType(servers),
         rejected=frozenset(run.rejected),
+        policy=policy,
         templates=MappingProxyType(templates),
         allocation=allocation,
         seniority=tuple(n for n in order if n in servers),
@@ -577,7 +586,7 @@ def _cross_checks(run: _Run, servers: Mapping[str, Server], order: list[str]) ->
 def read_directory(root: Path) -> dict[str, bytes]:
     """The inventory files of a working tree (YAML at the top, servers/**, templates/**)."""
     out: dict[str, bytes] = {}
-    for name in (SUBNETS_FILE, PROFILES_FILE):
+    for name in (SUBNETS_FILE, PROFILES_FILE, POLICY_FILE):
         if (root / name).is_file():
             out[name] = (root / name).read_bytes()
     for sub in (SERVERS_DIR, TEMPLATES_DIR):

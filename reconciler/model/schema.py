@@ -25,6 +25,7 @@ SCHEMA_FILES = {
     "server": "server.schema.json",
     "profiles": "profiles.schema.json",
     "subnets": "subnets.schema.json",
+    "policy": "policy.schema.json",
 }
 
 _TYPE_NAMES = {

@@ -246,7 +246,10 @@ class Renderer:
         return text
 
     def render(self, host: DesiredHost, purpose: str = "provision", *,
-               inspection_id: str | None = None) -> RenderedHost:
+               inspection_id: str | None = None,
+               host_keys: Mapping[str, tuple[str, str]] | None = None) -> RenderedHost:
+        """``host_keys``: stage ("ephemeral", "installed") -> (private, public) OpenSSH
+        ed25519 host key the reconciler pins; cloud-init installs it (``ssh_keys``)."""
         if purpose not in PURPOSES:
             raise InputError(f"purpose {purpose!r} is not one of: {', '.join(PURPOSES)}")
         keys = tuple(dict.fromkeys(host.ssh_keys + self.settings.ssh_keys))
@@ -273,11 +276,14 @@ class Renderer:
         if keys:
             # cloud-init's schema wants at least one key ("ssh_authorized_keys: [] is too short").
             base_config["ssh_authorized_keys"] = list(keys)
+        stages = {"ephemeral": dict(base_config),
+                  "installed": merge_user_data(base_config, host.user_data)}
+        for stage, (private, public) in (host_keys or {}).items():
+            stages[stage]["ssh_keys"] = {"ed25519_private": private, "ed25519_public": public}
         ephemeral = self._render("user-data.j2", {**common, "stage": "ephemeral",
-                                                  "cloud_config": base_config})
-        installed = self._render("user-data.j2", {
-            **common, "stage": "installed",
-            "cloud_config": merge_user_data(base_config, host.user_data)})
+                                                  "cloud_config": stages["ephemeral"]})
+        installed = self._render("user-data.j2", {**common, "stage": "installed",
+                                                  "cloud_config": stages["installed"]})
         network: str | None = None
         if purpose == "provision":
             network = self._render("network-config.j2",

@@ -118,6 +118,7 @@ class BmcDriver(Protocol):
     def power_state(self) -> PowerState: ...
     def power_on(self) -> None: ...
     def graceful_off(self, timeout: float = 120.0) -> OffResult: ...
+    def request_off(self, *, force: bool = False) -> bool: ...
     def power_cycle(self) -> str: ...
     def wait_power(self, state: PowerState, timeout: float) -> None: ...
     def eject_all_media(self) -> None: ...
@@ -453,6 +454,23 @@ class Bmc:
             self._reset(self._system_doc(), "ForceOff")
             self.wait_power(PowerState.OFF, force_timeout)
             return OffResult.FORCED
+
+    def request_off(self, *, force: bool = False) -> bool:
+        """Ask for GracefulShutdown (``force``: ForceOff) and return without waiting: the
+        engine reads the power state on its next check ("asked now, checked next step").
+        False when the System is already off. A BMC that does not allow GracefulShutdown gets
+        ForceOff. Quirks: Q22 (race answers retried)."""
+        with self._operation("force off" if force else "request graceful shutdown"):
+            doc = self._system_doc()
+            power = _power(doc)
+            if power == PowerState.OFF:
+                return False
+            if power == PowerState.POWERING_OFF and not force:
+                return True
+            _, allowed = self._reset_info(doc)
+            graceful = not force and (allowed is None or "GracefulShutdown" in allowed)
+            self._reset(doc, "GracefulShutdown" if graceful else "ForceOff")
+            return True
 
     def power_cycle(self) -> str:
         """PowerCycle; when the BMC does not allow it (not listed, or 400/405/501), the

@@ -105,6 +105,15 @@ class FakeBmc:
         self.system["PowerState"] = "Off"
         return OffResult.GRACEFUL
 
+    def request_off(self, *, force: bool = False) -> bool:
+        self._call("request_off", force)
+        if self.system["PowerState"] == "Off" and self._pending is None:
+            return False
+        if not force and self.system.get("ignores_graceful"):
+            return True  # an OS that ignores ACPI: only ForceOff works
+        self._set_power(PowerState.OFF)
+        return True
+
     def power_cycle(self) -> str:
         self._call("power_cycle")
         if self.system["PowerState"] == "Off":

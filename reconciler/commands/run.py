@@ -1,0 +1,310 @@
+"""``reconciler run``: the reconcile loop, and ``reconciler status``: what it knows.
+
+``run`` keeps a mirror of the inventory branch under the data directory, fetches it every
+``poll_interval`` (jittered), and drives every server to its committed state. The build service
+is started embedded (same process, its own listener) unless ``build_service_url`` names an
+external one; either way the engine uses its REST API. SIGTERM/SIGINT: running steps are cut at
+once (their history row says ``interrupted``) and resume from their restart point at the next
+start. One ``run`` per data directory (a lock file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from reconciler.errors import InputError
+
+LOG = logging.getLogger(__name__)
+
+FLAGS: tuple[tuple[str, str, str, str], ...] = (
+    ("--repo", "repo", "URL|PATH", "the inventory repository (any URL git can fetch)"),
+    ("--branch", "branch", "NAME", "the branch to follow (default main)"),
+    ("--path", "path", "SUBDIR", "the inventory's directory inside the repository"),
+    ("--data-dir", "data_dir", "DIR", "state, mirror, keys (default /var/lib/reconciler)"),
+    ("--poll-interval", "poll_interval", "SECONDS", "fetch interval (default 60, jittered)"),
+    ("--build-service-url", "build_service_url", "URL",
+     "use this build service instead of the embedded one"),
+)
+
+
+def register(subparsers: Any) -> None:
+    run = subparsers.add_parser(
+        "run", help="drive every server in a git inventory to its committed state",
+        description="The reconcile loop (docs/engine.md).")
+    run.add_argument("--config", type=Path, metavar="FILE", help="YAML settings file")
+    for flag, key, metavar, text in FLAGS:
+        run.add_argument(flag, dest=key, metavar=metavar, help=text)
+    run.add_argument("--once", action="store_true",
+                     help="one pass, then wait for the started workflows and exit")
+    run.set_defaults(func=run_handler)
+    status = subparsers.add_parser(
+        "status", help="the fleet revision and each server's state, step and conditions",
+        description="What `reconciler run` knows, read from its state database.")
+    status.add_argument("server", nargs="?", help="one server, with its step history")
+    status.add_argument("--data-dir", type=Path, default=Path("/var/lib/reconciler"),
+                        metavar="DIR")
+    status.add_argument("--json", action="store_true", help="machine-readable")
+    status.set_defaults(func=status_handler)
+
+
+# --- run ------------------------------------------------------------------------------------
+
+
+def _lock(data_dir: Path) -> TextIO:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(data_dir / "run.lock", "a+")  # noqa: SIM115 - held for the process's life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise InputError(f"{data_dir}: another `reconciler run` uses this data directory") \
+            from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def run_handler(args: argparse.Namespace) -> int:
+    from reconciler.engine.config import load_run_settings
+
+    config: dict[str, Any] = {}
+    if args.config is not None:
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(args.config.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(f"{args.config}: cannot read settings: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise InputError(f"{args.config}: expected a mapping of settings")
+        config = loaded
+    flags = {key: getattr(args, key) for _, key, _, _ in FLAGS}
+    settings = load_run_settings(config, str(args.config or "config"), flags=flags)
+    lock = _lock(settings.data_dir)
+    try:
+        return asyncio.run(_run(settings, once=args.once))
+    finally:
+        lock.close()
+
+
+async def _run(settings: Any, *, once: bool) -> int:
+    from reconciler.adapters import secrets as creds
+    from reconciler.adapters.buildclient import BuildClient
+    from reconciler.adapters.redfish.client import BmcEndpoint
+    from reconciler.adapters.redfish.driver import Bmc
+    from reconciler.adapters.statedb import StateDB
+    from reconciler.engine import keys
+    from reconciler.engine.executor import Executor, Limits
+    from reconciler.engine.loop import Reconciler, run_forever
+    from reconciler.engine.source import GitSource
+    from reconciler.model.desired import DesiredHost
+    from reconciler.render.renderer import RenderSettings
+
+    db = StateDB(settings.state_db)
+    closed = db.close_interrupted(time.time())
+    if closed:
+        LOG.info("%d step(s) were interrupted by the last stop: resuming", closed)
+    client_key, public = keys.reconciler_key(settings.ssh_dir)
+    embedded = None
+    if settings.build_service_url:
+        service_url = settings.build_service_url
+        public_url = service_url
+    else:
+        embedded = _start_service(settings.service)
+        listen = settings.service.listen
+        host = "127.0.0.1" if listen.host in ("0.0.0.0", "") else listen.host
+        service_url = f"http://{host}:{listen.port}"
+        public_url = settings.service.public_url
+    secrets_dir = creds.secrets_dir(settings.secrets_dir)
+
+    def bmc_factory(h: DesiredHost) -> Bmc:
+        c = creds.resolve(h.bmc.credentials, directory=secrets_dir)
+        verify: bool | Path = h.bmc.verify_tls
+        if h.bmc.ca_bundle:
+            verify = Path(h.bmc.ca_bundle)
+        return Bmc(BmcEndpoint(h.bmc.url, c.username, c.password, verify=verify,
+                               system_id=h.bmc.system_id))
+
+    limits = Limits(settings.max_concurrent_provisioning, settings.max_attempts,
+                    settings.backoff_base, settings.backoff_max, settings.redfish_threads,
+                    settings.graceful_timeout)
+    reconciler: Reconciler | None = None
+
+    def render(h: DesiredHost, k: Any) -> Any:
+        assert reconciler is not None
+        return reconciler.render(h, k)
+
+    executor = Executor(db, bmc_factory=bmc_factory, build=BuildClient(service_url),
+                        render=render, client_key=client_key, limits=limits)
+    source = GitSource(settings.repo, settings.branch, settings.path, settings.clone_dir,
+                       timeout=settings.git_timeout)
+    reconciler = Reconciler(source, executor, RenderSettings(public_url=public_url,
+                                                             ssh_keys=(public,)))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    LOG.info("reconciling %s (%s%s) every %g s; data %s; build service %s", settings.repo,
+             settings.branch, f", {settings.path}" if settings.path else "",
+             settings.poll_interval, settings.data_dir, service_url)
+    try:
+        if once:
+            await reconciler.tick()
+            waiter = asyncio.create_task(executor.wait_idle())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            await reconciler.reconcile()
+        else:
+            await run_forever(reconciler, settings.poll_interval, stop)
+    finally:
+        await executor.stop()
+        if embedded is not None:
+            embedded()
+        db.close()
+    return 0
+
+
+def _start_service(service: Any) -> Any:
+    """The build service in this process; returns its stop function."""
+    from reconciler.web.app import create_app
+    from reconciler.web.server import DualServer
+    from reconciler.web.services import Services
+
+    services = Services.open(service)
+    try:
+        server = DualServer(create_app(service, services), service)
+        urls = server.start()
+    except BaseException:
+        services.close(0)
+        raise
+    LOG.info("build service listening on %s; artifact URLs %s", ", ".join(urls),
+             service.public_url)
+
+    def stop() -> None:
+        server.stop(service.shutdown_timeout)
+        services.close(service.shutdown_timeout)
+
+    return stop
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+def status_record(data_dir: Path, server: str | None = None) -> dict[str, Any]:
+    """``reconciler status --json``; also what the status page and API serve."""
+    from reconciler.adapters.statedb import StateDB
+
+    path = data_dir / "state.db"
+    if not path.exists():
+        raise InputError(f"{data_dir}: no state database (has `reconciler run` started here?)")
+    db = StateDB(path)
+    try:
+        fleet = db.fleet()
+        hosts = db.hosts()
+        if server is not None and server not in hosts:
+            raise InputError(f"{server}: no such server in {path}")
+        rows = []
+        for name, st in hosts.items():
+            if server is not None and name != server:
+                continue
+            history = db.history(name, limit=50 if server else 20)
+            last_op = _last_operation(history)
+            rows.append({
+                "name": name,
+                "desiredState": st.desired_state,
+                "appliedState": st.applied_state,
+                "workflow": st.workflow,
+                "step": st.step,
+                "progress": _progress(st.progress),
+                "conditions": [c.to_record() for c in st.conditions],
+                "lastAppliedRevision": st.last_applied_revision,
+                "lastAttemptedRevision": st.last_attempted_revision,
+                "lastError": st.last_error,
+                "attempts": st.attempts,
+                "nextRetry": st.next_retry,
+                "orphaned": st.orphaned,
+                "invalid": st.invalid,
+                "lastOperation": last_op,
+                **({"history": [h.to_record() for h in history]} if server else {}),
+            })
+        return {"revision": {k: fleet.get(k) for k in (
+            "lastFetched", "lastFetchedSubject", "lastAttemptedRevision", "lastAppliedRevision",
+            "lastFetchError", "lastError")}, "hosts": rows}
+    finally:
+        db.close()
+
+
+def _progress(scratch: Any) -> dict[str, Any]:
+    """The public part of a workflow's scratch (never a URL's credentials or a key)."""
+    keep = ("build_id", "disk", "downloaded_bytes", "written_bytes")
+    return {k: scratch[k] for k in keep if k in scratch}
+
+
+def _last_operation(history: list[Any]) -> list[dict[str, Any]]:
+    """The step runs of the last workflow run: from its latest start at its first step."""
+    from reconciler.machines.workflows import WORKFLOWS
+
+    for i in range(len(history) - 1, -1, -1):
+        workflow = WORKFLOWS.get(history[i].workflow)
+        if workflow is not None and history[i].step == workflow.first:
+            return [h.to_record() for h in history[i:] if h.workflow == workflow.name]
+    return [h.to_record() for h in history]
+
+
+def _condition_text(row: dict[str, Any]) -> str:
+    parts = []
+    for c in row["conditions"]:
+        if c["type"] == "Ready" or c["status"] == "True":
+            parts.append(f"{c['type']}={c['status']} {c['reason']}")
+    return ", ".join(parts) or "-"
+
+
+def status_handler(args: argparse.Namespace) -> int:
+    record = status_record(args.data_dir, args.server)
+    if args.json:
+        json.dump(record, sys.stdout, indent=2)
+        print()
+        return 0
+    rev = record["revision"]
+    print(f"revision: fetched {rev['lastFetched'] or '-'} ({rev['lastFetchedSubject'] or ''})")
+    print(f"          attempted {rev['lastAttemptedRevision'] or '-'}, "
+          f"applied {rev['lastAppliedRevision'] or '-'}")
+    if rev.get("lastFetchError"):
+        print(f"          last fetch failed: {rev['lastFetchError']}")
+    print()
+    header = f"{'SERVER':<16} {'DESIRED':<12} {'STEP':<28} {'CONDITIONS':<44} APPLIED"
+    print(header)
+    for row in record["hosts"]:
+        step = f"{row['workflow']}/{row['step']}" if row["workflow"] else "-"
+        written = row["progress"].get("written_bytes")
+        if written:
+            step += f" {written / 2**20:.0f} MiB"
+        applied = (row["lastAppliedRevision"] or "-").split("@sha1:")[-1][:12]
+        print(f"{row['name']:<16} {row['desiredState'] or '-':<12} {step:<28} "
+              f"{_condition_text(row):<44} {applied}")
+        message = next((c["message"] for c in row["conditions"]
+                        if c["type"] == "Stalled" or (c["type"] == "Ready" and
+                                                      c["status"] != "True")), None)
+        if message:
+            print(f"{'':<16} {message}")
+        if row["lastOperation"]:
+            steps = ", ".join(f"{h['step']} {h['seconds']:.0f}s" if h["seconds"] is not None
+                              else f"{h['step']} …" for h in row["lastOperation"])
+            print(f"{'':<16} last operation: {steps}")
+        for h in row.get("history", []):
+            print(f"{'':<16} {time.strftime('%H:%M:%S', time.localtime(h['started']))} "
+                  f"{h['workflow']}/{h['step']}: {h['result'] or 'running'} "
+                  f"{h['message'] or ''}")
+    return 0

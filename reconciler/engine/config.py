@@ -1,0 +1,158 @@
+"""Settings of the reconcile loop (``reconciler run``): flags > ``RECONCILER_<KEY>`` > the
+config file, as for the build service (:mod:`reconciler.settings`), whose settings the embedded
+service takes from the config file's ``service:`` mapping.
+
+Example ``--config`` file::
+
+    repo: git@git.example.net:infra/servers.git
+    branch: main
+    path: datacenter-1          # the inventory's directory inside the repository
+    data_dir: /var/lib/reconciler
+    poll_interval: 60
+    max_concurrent_provisioning: 10
+    build_service_url: ""       # empty: start the build service embedded
+    service:
+      listen: 0.0.0.0:8080
+      public_url: http://10.0.0.2:8080
+      images: /var/lib/reconciler/images
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from reconciler.errors import InputError
+from reconciler.settings import (
+    SETTINGS as SERVICE_SETTINGS,
+)
+from reconciler.settings import (
+    ServiceSettings,
+    env_name,
+    finalize,
+    parse_path,
+    parse_url,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    repo: str = ""
+    branch: str = "main"
+    path: str = ""
+    data_dir: Path = Path("/var/lib/reconciler")
+    secrets_dir: Path | None = None
+    poll_interval: float = 60.0
+    git_timeout: float = 60.0
+    build_service_url: str = ""  # empty: embedded
+    max_concurrent_provisioning: int = 10
+    max_attempts: int = 5  # per desired target, then Stalled
+    backoff_base: float = 10.0
+    backoff_max: float = 900.0
+    redfish_threads: int = 16
+    graceful_timeout: float = 60.0  # then ForceOff
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+
+    @property
+    def state_db(self) -> Path:
+        return self.data_dir / "state.db"
+
+    @property
+    def clone_dir(self) -> Path:
+        return self.data_dir / "repo"
+
+    @property
+    def ssh_dir(self) -> Path:
+        return self.data_dir / "ssh"
+
+    def pid_file(self) -> Path:
+        return self.data_dir / "run.pid"
+
+
+def _text(value: object, source: str) -> str:
+    if not isinstance(value, str | int | float):
+        raise InputError(f"{source}: expected a string, got {type(value).__name__}")
+    return str(value)
+
+
+def _number(low: float, high: float, kind: type = float) -> Callable[[object, str], Any]:
+    def parse(value: object, source: str) -> Any:
+        try:
+            number = kind(_text(value, source))
+        except ValueError:
+            raise InputError(f"{source}: {value!r} is not a number") from None
+        if not low <= number <= high:
+            raise InputError(f"{source}: {number} is out of range ({low:g}-{high:g})")
+        return number
+
+    return parse
+
+
+def _branch(value: object, source: str) -> str:
+    text = _text(value, source)
+    if not text or text.startswith("-") or ".." in text or " " in text:
+        raise InputError(f"{source}: {text!r} is not a branch name")
+    return text
+
+
+def _subdir(value: object, source: str) -> str:
+    text = _text(value, source).strip("/")
+    if text.startswith(".") or "/.." in f"/{text}":
+        raise InputError(f"{source}: {text!r} must be a directory inside the repository")
+    return text
+
+
+RUN_SETTINGS: dict[str, Callable[[object, str], Any]] = {
+    "repo": _text,
+    "branch": _branch,
+    "path": _subdir,
+    "data_dir": parse_path,
+    "secrets_dir": parse_path,
+    "poll_interval": _number(1, 86400),
+    "git_timeout": _number(1, 3600),
+    "build_service_url": lambda v, s: parse_url(v, s) if v else "",
+    "max_concurrent_provisioning": _number(1, 10_000, int),
+    "max_attempts": _number(1, 1000, int),
+    "backoff_base": _number(0, 3600),
+    "backoff_max": _number(0, 86400),
+    "redfish_threads": _number(1, 1024, int),
+    "graceful_timeout": _number(0, 3600),
+}
+assert set(RUN_SETTINGS) | {"service"} == {f.name for f in fields(RunSettings)}
+
+
+def load_run_settings(config: Mapping[str, Any] | None, source: str,
+                      env: Mapping[str, str] | None = None,
+                      flags: Mapping[str, object] | None = None) -> RunSettings:
+    """Merge the config file's mapping < environment < flags (None values are not given)."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    service: dict[str, Any] = {}
+    for key, raw in (config or {}).items():
+        if key == "service":
+            if not isinstance(raw, Mapping):
+                raise InputError(f"{source}: service: expected a mapping of settings")
+            for skey, sraw in raw.items():
+                if skey not in SERVICE_SETTINGS:
+                    raise InputError(f"{source}: service.{skey}: unknown setting",
+                                     hint=f"known: {', '.join(SERVICE_SETTINGS)}")
+                service[skey] = SERVICE_SETTINGS[skey](sraw, f"{source}: service.{skey}")
+            continue
+        if key not in RUN_SETTINGS:
+            raise InputError(f"{source}: {key}: unknown setting",
+                             hint=f"known: {', '.join([*RUN_SETTINGS, 'service'])}")
+        values[key] = RUN_SETTINGS[key](raw, f"{source}: {key}")
+    for key, parse in RUN_SETTINGS.items():
+        if env_name(key) in env:
+            values[key] = parse(env[env_name(key)], env_name(key))
+    for key, raw in (flags or {}).items():
+        if raw is not None:
+            values[key] = RUN_SETTINGS[key](raw, "--" + key.replace("_", "-"))
+    settings = replace(RunSettings(), **values)
+    if not settings.repo:
+        raise InputError("--repo: the inventory repository (a URL or a path) is required")
+    service.setdefault("data_dir", settings.data_dir / "service")
+    return replace(settings, service=finalize(replace(ServiceSettings(), **service)))

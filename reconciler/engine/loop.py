@@ -1,0 +1,213 @@
+"""One reconcile pass, and the loop that runs it (APScheduler, jittered interval).
+
+A pass: fetch the branch (a failed fetch keeps the last revision: servers still converge on
+it) -> validate the revision whole -> each server's desired host (one with problems keeps its
+last good one, and its status says why) -> ask the BMCs for power (not for unmanaged or
+suspended servers) -> :func:`reconciler.plan.decide.plan` -> start runnable actions, fold the
+rest into status. ``lastAttemptedRevision`` is recorded before acting; the fleet's
+``lastAppliedRevision`` once a pass finds every server converged on the revision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.engine.executor import Executor
+from reconciler.engine.source import Fetched, GitSource
+from reconciler.errors import ReconcilerError
+from reconciler.log import redact
+from reconciler.model.desired import DesiredHost, desired_hosts
+from reconciler.model.inventory import Inventory, parse_inventory
+from reconciler.model.policy import POLICY_FILE, Policy
+from reconciler.model.problems import Problem
+from reconciler.plan import conditions
+from reconciler.plan.decide import Action, Hold, Kind, plan
+from reconciler.plan.status import READY, HostStatus
+from reconciler.render.renderer import RenderedHost, Renderer, RenderSettings, template_problems
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class Desired:
+    """The last parsed revision and what each server should be (last good where invalid)."""
+
+    fetched: Fetched | None = None
+    inventory: Inventory | None = None
+    hosts: dict[str, DesiredHost] = field(default_factory=dict)
+    invalid: dict[str, str] = field(default_factory=dict)  # name -> first problem
+    policy: Policy = field(default_factory=Policy)
+    problems: tuple[Problem, ...] = ()
+
+
+def desired_of(inventory: Inventory, problems: list[Problem], previous: Desired,
+               fetched: Fetched) -> Desired:
+    """Pure: the new revision's hosts; a server with problems keeps its previous host."""
+    hosts = desired_hosts(inventory)
+    problems = problems + template_problems(inventory, hosts)
+    by_file: dict[str, str] = {}
+    for p in problems:
+        by_file.setdefault(p.file, str(p))
+    invalid: dict[str, str] = {}
+    out: dict[str, DesiredHost] = {}
+    for name, host in hosts.items():
+        if host.file in by_file:
+            invalid[name] = by_file[host.file]
+            if name in previous.hosts:
+                out[name] = previous.hosts[name]
+            continue
+        out[name] = host
+    for name in inventory.rejected:
+        server_problem = next((text for file, text in by_file.items()
+                               if file.rsplit("/", 1)[-1].rsplit(".", 1)[0] == name), None)
+        invalid[name] = server_problem or "invalid: see reconciler validate"
+        if name in previous.hosts:
+            out[name] = previous.hosts[name]
+    policy_broken = any(p.file == POLICY_FILE for p in problems)
+    policy = previous.policy if policy_broken else inventory.policy
+    return Desired(fetched, inventory, out, invalid, policy, tuple(problems))
+
+
+class Reconciler:
+    def __init__(self, source: GitSource, executor: Executor, render_settings: RenderSettings,
+                 *, clock: Callable[[], float] = time.time,
+                 paused: Callable[[], bool] = lambda: False) -> None:
+        self.source = source
+        self.executor = executor
+        self.db = executor.db
+        self.render_settings = render_settings
+        self.clock = clock
+        self.paused = paused
+        self.desired = Desired()
+        self._renderer: Renderer | None = None
+        self.passes = 0
+
+    def render(self, host: DesiredHost, keys: Mapping[str, tuple[str, str]]) -> RenderedHost:
+        if self._renderer is None:
+            templates = self.desired.inventory.templates if self.desired.inventory else {}
+            self._renderer = Renderer(templates, self.render_settings)
+        return self._renderer.render(host, "provision", host_keys=keys)
+
+    async def refresh(self) -> None:
+        """Fetch and parse the branch; a failure keeps the last revision (and says so)."""
+        now = self.clock()
+        try:
+            fetched = await self.executor.blocking(self.source.fetch)
+        except ReconcilerError as exc:
+            LOG.warning("fetch failed: %s", redact(str(exc)))
+            self.db.set_fleet(lastFetchError=redact(str(exc)), lastFetchErrorAt=now)
+            return
+        self.db.set_fleet(lastFetched=fetched.revision, lastFetchedAt=now,
+                          lastFetchedSubject=fetched.subject, lastFetchError=None)
+        if self.desired.fetched is not None and fetched.commit == self.desired.fetched.commit:
+            return
+        try:
+            snapshot = await self.executor.blocking(lambda: self.source.snapshot(fetched.commit))
+            inventory, problems = parse_inventory(snapshot.files, seniority=snapshot.seniority)
+            self.desired = desired_of(inventory, problems, self.desired, fetched)
+        except ReconcilerError as exc:
+            LOG.error("revision %s: %s", fetched.revision, redact(str(exc)))
+            self.db.set_fleet(lastAttemptedRevision=fetched.revision,
+                              lastError=redact(str(exc)))
+            return
+        self._renderer = None
+        LOG.info("revision %s: %d servers, %d with problems", fetched.revision,
+                 len(self.desired.hosts), len(self.desired.invalid))
+        self.db.set_fleet(lastAttemptedRevision=fetched.revision, lastError=None,
+                          problems=[str(p) for p in self.desired.problems[:50]])
+
+    async def tick(self) -> list[Action]:
+        """One pass. Returns the decided actions (for tests and the bench)."""
+        self.passes += 1
+        await self.refresh()
+        return await self.reconcile()
+
+    async def reconcile(self) -> list[Action]:
+        d = self.desired
+        if d.fetched is None:
+            return []
+        revision = d.fetched.revision
+        now = self.clock()
+        status = self.db.hosts()
+        desired = dict(d.hosts)
+        # A server whose file is invalid and that has no last good state is left out of the
+        # decision (never forgotten for being invalid).
+        plan_status = {n: s for n, s in status.items()
+                       if n in desired or n not in d.invalid}
+        watch = {n: h for n, h in desired.items()
+                 if h.state != "unmanaged" and not h.suspend and not self.executor.busy(n)}
+        observed = await self.executor.observe(watch)
+        actions = plan(desired, observed, plan_status, d.policy, now)
+        updates: dict[str, HostStatus] = {}
+        pending = False
+        for action in actions:
+            name = action.host
+            if self.executor.busy(name):
+                pending = True
+                continue
+            st = status.get(name) or HostStatus(name)
+            host = desired.get(name)
+            before = st
+            if host is not None:
+                st = st.replace(desired_state=host.state, invalid=d.invalid.get(name))
+            if action.runnable and host is not None and not self.paused():
+                st = st.replace(last_attempted_revision=revision)
+                updates[name] = st
+                self.executor.start(host, action, revision)
+                pending = True
+                continue
+            st = conditions.fold_action(st, action)
+            if action.kind == Kind.NONE and action.hold is None and st.condition(READY) and \
+                    st.condition(READY).status == "True":  # type: ignore[union-attr]
+                st = st.replace(last_applied_revision=revision, last_attempted_revision=revision)
+            else:
+                pending = pending or action.hold not in (None, Hold.SUSPENDED)
+            if observed.get(name) and observed[name].error:
+                st = st.replace(last_error=observed[name].error)
+            if st != before:
+                updates[name] = st
+        if updates:
+            self.db.put_many(updates)
+        fleet: dict[str, Any] = {"lastAttemptedRevision": revision, "lastPassAt": now}
+        if not pending and not d.invalid:
+            fleet["lastAppliedRevision"] = revision
+        self.db.set_fleet(**fleet)
+        return actions
+
+
+async def run_forever(reconciler: Reconciler, interval: float, stop: asyncio.Event,
+                      wake: asyncio.Event | None = None) -> None:
+    """Passes every ``interval`` s (jittered 5 %, as Flux's default) until ``stop``; ``wake``
+    starts a pass at once (a webhook). APScheduler runs the timer; passes never overlap."""
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    trigger = asyncio.Event()
+    scheduler = AsyncIOScheduler()
+    scheduler.add_job(trigger.set, "interval", seconds=interval, jitter=max(interval * 0.05, 0),
+                      max_instances=1, coalesce=True)
+    scheduler.start()
+    trigger.set()  # the first pass at once
+    try:
+        while not stop.is_set():
+            waiters = [asyncio.create_task(trigger.wait()), asyncio.create_task(stop.wait())]
+            if wake is not None:
+                waiters.append(asyncio.create_task(wake.wait()))
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
+            if stop.is_set():
+                break
+            trigger.clear()
+            if wake is not None:
+                wake.clear()
+            try:
+                await reconciler.tick()
+            except Exception:  # one bad pass must not end the loop
+                LOG.exception("reconcile pass failed")
+    finally:
+        scheduler.shutdown(wait=False)
