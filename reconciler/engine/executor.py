@@ -19,13 +19,14 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncssh
 
+from reconciler.adapters import ssh
 from reconciler.adapters.buildclient import BuildClient
 from reconciler.adapters.redfish.driver import BmcDriver
 from reconciler.adapters.statedb import StateDB
@@ -68,7 +69,9 @@ class Executor:
                  render: Render, client_key: asyncssh.SSHKey, limits: Limits = Limits(),
                  clock: Callable[[], float] = time.time,
                  rand: Callable[[], float] = random.random,
-                 may_start_step: Callable[[str], bool] = lambda name: True) -> None:
+                 may_start_step: Callable[[str], bool] = lambda name: True,
+                 connect: Callable[..., Awaitable[Any]] = ssh.connect,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.db = db
         self.bmc_factory = bmc_factory
         self.build = build
@@ -78,6 +81,8 @@ class Executor:
         self.clock = clock
         self.rand = rand
         self.may_start_step = may_start_step
+        self.connect = connect
+        self.sleep = sleep
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._bmcs: dict[tuple[str, str | None, str], BmcDriver] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -198,12 +203,12 @@ class Executor:
                 self.db.put(st.replace(progress=dict(scratch)))
 
             ctx = StepContext(
-                host=host, target=target, rendered=rendered,  # type: ignore[arg-type]
+                host=host, target=target, rendered=rendered,
                 instance_id=_instance_id(rendered), host_keys=keys, build=self.build,
                 redfish=lambda fn: self.redfish(host, fn), blocking=self.blocking,
                 client_key=self.client_key, now=self.clock, save=save, started=started,
                 graceful_timeout=self.limits.graceful_timeout, ssh_port=self.limits.ssh_port,
-                scratch=scratch)
+                scratch=scratch, connect=self.connect)
             try:
                 note = await self._step(ctx, spec.timeout, step)
             except asyncio.CancelledError:
@@ -243,7 +248,7 @@ class Executor:
             if waited > timeout:
                 raise TemporaryError(f"{step} did not finish within {timeout:g} s: "
                                      f"{outcome.note}", delay=0)
-            await asyncio.sleep(outcome.delay)
+            await self.sleep(outcome.delay)
 
     def _failed(self, st: HostStatus, run_id: int, workflow: Workflow, step: str,
                 exc: ReconcilerError) -> None:

@@ -61,7 +61,7 @@ class WrongMachine(PermanentError):
 class StepContext:
     host: DesiredHost
     target: str
-    rendered: RenderedHost
+    rendered: RenderedHost | None  # the provisioning workflow's seed and build request
     instance_id: str
     host_keys: Mapping[str, tuple[str, str]]  # stage -> (private, public)
     build: BuildClient
@@ -74,6 +74,7 @@ class StepContext:
     graceful_timeout: float = 60.0
     ssh_port: int = 22
     scratch: dict[str, Any] = field(default_factory=dict)
+    connect: Callable[..., Awaitable[ssh.Connection]] = ssh.connect
 
     @property
     def address(self) -> str:
@@ -84,15 +85,21 @@ class StepContext:
     async def shell(self, stage: str) -> ssh.Connection:
         """One SSH connection to the server's address, ``stage``'s host key pinned."""
         pinned = asyncssh.import_public_key(self.host_keys[stage][1])
-        return await ssh.connect(self.address, key=self.client_key, port=self.ssh_port,
-                                 host_key=pinned, timeout=10)
+        return await self.connect(self.address, key=self.client_key, port=self.ssh_port,
+                                  host_key=pinned, timeout=10)
 
 
 # --- build --------------------------------------------------------------------------------
 
 
+def _rendered(ctx: StepContext) -> RenderedHost:
+    if ctx.rendered is None:
+        raise PermanentError(f"{ctx.host.name}: this workflow renders no boot image")
+    return ctx.rendered
+
+
 async def build(ctx: StepContext) -> Outcome:
-    request = ctx.rendered.build_request
+    request = _rendered(ctx).build_request
     build_id = ctx.scratch.get("build_id")
     if build_id is None:
         doc = await ctx.blocking(lambda: ctx.build.submit(request))
@@ -281,7 +288,7 @@ async def seed(ctx: StepContext) -> Outcome:
     async with await ctx.shell("ephemeral") as conn:
         await _verify(conn, ctx)
         part = await remote.find_root_partition(conn, device, ctx.host.architecture)
-        seed_files = ctx.rendered.seed
+        seed_files = _rendered(ctx).seed
         await remote.seed_nocloud(conn, part, seed_files["meta-data"], seed_files["user-data"],
                                   seed_files.get("network-config"))
     return Done(f"NoCloud seed on {part}")
