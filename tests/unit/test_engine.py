@@ -53,7 +53,8 @@ class World(FakeBmc):
 
     def __init__(self, mac: str) -> None:
         super().__init__(FakeBmc.from_recording().docs)
-        self.docs["nics"] = [{**self.docs["nics"][0], "MACAddress": mac, "PermanentMACAddress": mac}]
+        nic = {**self.docs["nics"][0], "MACAddress": mac, "PermanentMACAddress": mac}
+        self.docs["nics"] = [nic]
         self.os = "off"
         self.disk_image: str | None = None
         self.fail_command: str | None = None
