@@ -71,6 +71,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="base artifacts directory: also run the build service in the lab with it",
     )
     p_up.add_argument(
+        "--service-only", action="store_true",
+        help="with --images: run only the build service (`reconciler serve`), not the "
+        "reconciler on the lab's inventory repository",
+    )
+    p_up.add_argument(
         "--output", type=Path, default=None, help="also write the lab description to this YAML"
     )
     p_up.set_defaults(func=cmd_up)
@@ -137,7 +142,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                 f"--images: {args.images} has no {args.arch}/ directory of base artifacts",
                 hint="reconciler images ensure prints one, or reconciler images build --out DIR",
             )
-        service = lifecycle.ServiceOptions(service_argv(args.images, paths.root / "service"))
+        service = lifecycle.ServiceOptions(
+            service_argv(args.images, paths.root / "service"),
+            reconcile=None if args.service_only else args.images)
     options = lifecycle.UpOptions(
         hosts=args.hosts,
         arch=args.arch,
@@ -169,6 +176,13 @@ def describe(state: LabState) -> str:
         lines.append(
             f"  {host.name}: system {host.system_id} mac {host.mac} disk {host.disk_serial}"
         )
+    if state.inventory_repo:
+        lines += [
+            f"  reconciler: follows {state.inventory_repo} (main), data {state.reconciler_data}",
+            f"    status:  reconciler status --data-dir {state.reconciler_data}",
+            f"    change:  git clone {state.inventory_repo} inventory && cd inventory",
+            "             (edit servers/*.yaml) && git commit -am '...' && git push",
+        ]
     lines.append(f"  enter it: ip netns exec {state.namespace} bash")
     return "\n".join(lines)
 

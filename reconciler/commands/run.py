@@ -54,6 +54,10 @@ def register(subparsers: Any) -> None:
     status.add_argument("--data-dir", type=Path, default=Path("/var/lib/reconciler"),
                         metavar="DIR")
     status.add_argument("--json", action="store_true", help="machine-readable")
+    status.add_argument("--wait", action="store_true",
+                        help="wait until the server (or every managed one) is Ready at the "
+                        "fetched revision; exit 1 when one is Stalled or at --timeout")
+    status.add_argument("--timeout", type=float, default=1800.0, metavar="SECONDS")
     status.set_defaults(func=status_handler)
 
 
@@ -241,7 +245,7 @@ def status_record(data_dir: Path, server: str | None = None) -> dict[str, Any]:
             })
         return {"revision": {k: fleet.get(k) for k in (
             "lastFetched", "lastFetchedSubject", "lastAttemptedRevision", "lastAppliedRevision",
-            "lastFetchError", "lastError")}, "hosts": rows}
+            "lastFetchError", "lastError", "lastPassAt")}, "hosts": rows}
     finally:
         db.close()
 
@@ -271,7 +275,53 @@ def _condition_text(row: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
+def _settled(record: dict[str, Any]) -> tuple[bool, list[str]]:
+    """(all Ready at the fetched revision, the servers that are Stalled)."""
+    fetched = record["revision"]["lastFetched"]
+    ready, stalled = True, []
+    rows = [r for r in record["hosts"] if r["desiredState"] not in (None, "unmanaged")
+            and not r["orphaned"]]
+    for row in rows:
+        conds = {c["type"]: c for c in row["conditions"]}
+        if "Stalled" in conds:
+            stalled.append(f"{row['name']}: {conds['Stalled']['message']}")
+        elif conds.get("Ready", {}).get("status") != "True" or \
+                row["lastAppliedRevision"] != fetched:
+            ready = False
+    return ready and bool(rows) and fetched is not None, stalled
+
+
+def _wait(args: argparse.Namespace) -> int:
+    deadline = time.monotonic() + args.timeout
+    seen: dict[str, str] = {}
+    while True:
+        try:
+            record = status_record(args.data_dir, args.server)
+        except InputError:
+            record = {"revision": {"lastFetched": None}, "hosts": []}
+        for row in record["hosts"]:
+            where = f"{row['workflow']}/{row['step']}" if row["workflow"] else \
+                _condition_text(row)
+            if seen.get(row["name"]) != where:
+                seen[row["name"]] = where
+                print(f"{time.strftime('%H:%M:%S')} {row['name']}: {where}", flush=True)
+        ready, stalled = _settled(record)
+        if stalled:
+            print("stalled: " + "; ".join(stalled), file=sys.stderr)
+            return 1
+        if ready:
+            return 0
+        if time.monotonic() > deadline:
+            print(f"not ready after {args.timeout:g} s", file=sys.stderr)
+            return 1
+        time.sleep(2)  # a human-facing poll of the state database, not a test's
+
+
 def status_handler(args: argparse.Namespace) -> int:
+    if args.wait:
+        code = _wait(args)
+        if code or args.json:
+            return code
     record = status_record(args.data_dir, args.server)
     if args.json:
         json.dump(record, sys.stdout, indent=2)

@@ -272,6 +272,10 @@ async def write_image(ctx: StepContext) -> Outcome:
     ctx.scratch.pop("written_bytes", None)
     async with await ctx.shell("ephemeral") as conn:
         await _verify(conn, ctx)
+        # A write cut off by a reconciler restart may still run in the ephemeral OS (its SSH
+        # session ended, not its processes): stop it before writing again.
+        await conn.run("pkill -x qemu-img; pkill -x curl; while pgrep -x qemu-img >/dev/null;"
+                       " do sleep 1; done; true", timeout=120, check=False)
         watcher = asyncio.create_task(_watch_progress(conn, ctx))
         try:
             await remote.write_image(conn, image.url, image.sha256, device)

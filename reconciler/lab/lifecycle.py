@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from typing import Any
 from reconciler.adapters import secrets as creds
 from reconciler.adapters.run import run, which
 from reconciler.errors import InputError, PermanentError, ToolFailed, ToolMissing
-from reconciler.lab import daemons, netns
+from reconciler.lab import daemons, gitops, netns
 from reconciler.lab.daemons import Daemon
 from reconciler.lab.domain import DomainFiles, domain_xml
 from reconciler.lab.spec import (
@@ -90,9 +90,13 @@ def default_state_dir() -> Path:
 
 @dataclass(frozen=True, slots=True)
 class ServiceOptions:
-    """Run the build service inside the lab: ``reconciler serve`` with these arguments."""
+    """Run the build service inside the lab: ``reconciler serve`` with these arguments; or,
+    with ``reconcile`` (the base images directory), ``reconciler run`` on the lab's inventory
+    repository with the service embedded (:mod:`reconciler.lab.gitops`)."""
 
     argv: tuple[str, ...]
+    reconcile: Path | None = None
+    states: Mapping[str, str] | None = None  # initial server states (tests)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,8 +208,18 @@ def up(paths: LabPaths, options: UpOptions) -> LabState:
         secrets_file = write_bmc_secret(paths, options.secrets_dir)
         ssh_key = make_ssh_key(paths)
         start_sushy(paths, hosts)
+        reconciling = False
         if options.service is not None:
-            start_service(paths, options.service)
+            argv = options.service.argv
+            if options.service.reconcile is not None:
+                url, sha256 = gitops.publish_target(paths, options.service.reconcile,
+                                                    options.arch)
+                gitops.make_inventory_repo(paths, url, sha256, options.service.states)
+                config = gitops.write_run_config(paths, options.service.reconcile,
+                                                 secrets_file.parent)
+                argv = gitops.reconciler_argv(config)
+                reconciling = True
+            start_service(paths, argv)
         state = LabState(
             state_dir=str(paths.root),
             namespace=NAMESPACE,
@@ -224,6 +238,8 @@ def up(paths: LabPaths, options: UpOptions) -> LabState:
             libvirt_uri=paths.libvirt_uri,
             ssh_key=str(ssh_key),
             hosts=hosts,
+            inventory_repo=str(gitops.inventory_repo(paths)) if reconciling else "",
+            reconciler_data=str(gitops.reconciler_data(paths)) if reconciling else "",
         )
         save(state, paths.state_file)
         return state
@@ -398,8 +414,8 @@ def http_json(
     return data
 
 
-def start_service(paths: LabPaths, service: ServiceOptions) -> None:
-    argv = [*netns.exec_prefix(NAMESPACE), *service.argv]
+def start_service(paths: LabPaths, service_argv: Sequence[str]) -> None:
+    argv = [*netns.exec_prefix(NAMESPACE), *service_argv]
     pid = daemons.start(daemon(paths, "service"), argv)
     url = f"{SERVICE_URL}/healthz"
     deadline = time.monotonic() + _READY_TIMEOUT
@@ -449,7 +465,9 @@ def down(paths: LabPaths) -> list[str]:
     if secret_pointer.exists():
         Path(secret_pointer.read_text().strip()).unlink(missing_ok=True)
         removed.append("BMC credentials")
-    for child in ("run", "log", "vms", "pool", "libvirt", "ssh", "service", "lab.yaml"):
+    for child in ("run", "log", "vms", "pool", "libvirt", "ssh", "service", "lab.yaml",
+                  gitops.PUBLISHED, gitops.RUN_CONFIG, gitops.RECONCILER_DATA,
+                  gitops.INVENTORY_REPO):
         target = paths.root / child
         if target.is_dir():
             shutil.rmtree(target)

@@ -39,6 +39,9 @@ class LabState:
     libvirt_uri: str
     ssh_key: str
     hosts: tuple[LabHost, ...]
+    # With the reconciler running (lab up --images without --service-only):
+    inventory_repo: str = ""  # the bare repository `reconciler run` follows
+    reconciler_data: str = ""  # its data directory (`reconciler status --data-dir`)
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -57,6 +60,8 @@ class LabState:
             "accel": self.accel,
             "libvirt_uri": self.libvirt_uri,
             "ssh_key": self.ssh_key,
+            "reconciler": {"inventory_repo": self.inventory_repo,
+                           "data_dir": self.reconciler_data},
             "hosts": [
                 {
                     "name": h.name,
@@ -97,6 +102,8 @@ class LabState:
                 libvirt_uri=str(rec["libvirt_uri"]),
                 ssh_key=str(rec["ssh_key"]),
                 hosts=hosts,
+                inventory_repo=str((rec.get("reconciler") or {}).get("inventory_repo", "")),
+                reconciler_data=str((rec.get("reconciler") or {}).get("data_dir", "")),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise InputError(f"{source}: not a lab state file ({exc!r})") from None
