@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# From a fresh Debian 12 machine (as root) to a lab server booted through Redfish:
+# From a fresh Debian 12 machine (as root) to a lab reconciled from git:
 #   1. Debian packages and the virtual environment (scripts/setup.sh);
 #   2. the base images: the ephemeral OS kernel + initramfs and the lab target image, built
 #      from Debian packages once and cached by the digest of their inputs (build/images/);
 #   3. the virtual lab in its own network namespace: bridge 198.18.0.1/24, dnsmasq, libvirtd,
-#      the sushy-tools Redfish emulator on 198.18.0.1:8000, two OVMF VMs, and the build
-#      service on 198.18.0.1:8080 (`reconciler lab up`; it tears down a crashed lab first);
-#   4. lab host 1 booted into the ephemeral OS the way the reconciler does it: build request
-#      rendered from inventory-example/ (static IPAM address), ISO built by the service,
-#      inserted through Redfish, boot Cd once, power on; then SSH (`reconciler lab boot`).
-# It ends by printing how to SSH into the server. `reconciler lab down` removes it all.
+#      the sushy-tools Redfish emulator on 198.18.0.1:8000 and three OVMF VMs
+#      (`reconciler lab up`; it tears down a crashed lab first);
+#   4. the product on it: the lab's target image published on the build service, the example
+#      inventory as a git repository (var/lab/inventory.git), and `reconciler run` following
+#      it with its embedded build service on 198.18.0.1:8080 (data: var/lab/reconciler);
+#   5. waits until lab-host-01 is installed to disk and runs its target OS, lab-host-02 is
+#      off, and prints `reconciler status`.
+# `reconciler lab down` removes it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,16 +25,22 @@ scripts/setup.sh
 echo "quickstart: base images (cached in build/images/; the first build takes a few minutes)"
 images=$(.venv/bin/reconciler images ensure --arch amd64 | tail -n 1)
 
-echo "quickstart: bringing the lab up"
-.venv/bin/reconciler lab up --hosts 2 --images "$images"
+echo "quickstart: bringing the lab up, with the reconciler following var/lab/inventory.git"
+.venv/bin/reconciler lab up --hosts 3 --images "$images"
 
-echo "quickstart: booting lab host 1 through Redfish (about a minute under TCG)"
-.venv/bin/reconciler lab boot --host 1
+data=var/lab/reconciler
+echo "quickstart: waiting for the reconciler to install lab-host-01 (a few minutes under TCG)"
+.venv/bin/reconciler status --data-dir "$data" --wait lab-host-01 --timeout 2400
+.venv/bin/reconciler status --data-dir "$data" --wait lab-host-02 --timeout 600 >/dev/null
+.venv/bin/reconciler status --data-dir "$data"
 
-cat <<'EOF'
+cat <<'EOT'
 
-The lab stays up. Next:
+The lab stays up and the reconciler keeps following the repository. Next:
+  git clone var/lab/inventory.git inventory && cd inventory
+  #   edit servers/lab-host-02.yaml (state: provisioned), then:
+  git commit -am 'lab-host-02: install it' && git push
+  .venv/bin/reconciler status --data-dir var/lab/reconciler        # from the project root
   .venv/bin/reconciler lab status             # daemons, VMs, DHCP leases
-  .venv/bin/reconciler lab boot --host 2 --inspect   # the inspection workflow on host 2
   .venv/bin/reconciler lab down               # remove everything the lab created
-EOF
+EOT

@@ -217,6 +217,11 @@ def cmd_boot(args: argparse.Namespace) -> int:
         raise InputError(f"no lab at {paths.root}", hint="run `reconciler lab up --images DIR`")
     if not state.service_running:
         raise InputError("the lab runs no build service", hint="`reconciler lab up --images DIR`")
+    if state.inventory_repo:
+        raise InputError(
+            f"the lab's hosts are driven by `reconciler run` from {state.inventory_repo}",
+            hint="change a server by pushing to that repository; for hand-driven boots "
+            "bring the lab up with --service-only")
     hosts = {h.index: h for h in state.hosts}
     if args.host not in hosts:
         raise InputError(f"--host: the lab has hosts 1..{len(hosts)}")
