@@ -17,6 +17,7 @@ Example config file::
     trusted: [127.0.0.0/8, 10.0.0.0/24]
     data_dir: /var/lib/reconciler/service
     images: /var/lib/reconciler/images
+    published: /var/lib/reconciler/images/published   # the default: <images>/published
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class ServiceSettings:
     trusted_proxies: tuple[Network, ...] = ()
     data_dir: Path = Path("/var/lib/reconciler/service")
     images: Path = Path("/var/lib/reconciler/images")
+    # Published OS images, served read-only at GET /images/<name>; None: <images>/published.
+    published: Path | None = None
     queue_length: int = 16
     workers: int = 2
     max_request_bytes: int = 16 * 1024 * 1024
@@ -77,6 +80,11 @@ class ServiceSettings:
     @property
     def tls_enabled(self) -> bool:
         return self.tls_cert is not None and self.tls_key is not None
+
+    @property
+    def published_dir(self) -> Path:
+        """The directory GET /images/<name> serves: ``published``, or ``<images>/published``."""
+        return self.images / "published" if self.published is None else self.published
 
 
 # --- parsers: (raw value, source name) -> typed value; raise InputError naming the source --
@@ -174,6 +182,7 @@ SETTINGS: dict[str, Callable[[object, str], Any]] = {
     "trusted_proxies": parse_networks,
     "data_dir": parse_path,
     "images": parse_path,
+    "published": parse_path,
     "queue_length": _parse_int(1, 100_000),
     "workers": _parse_int(1, 256),
     "max_request_bytes": _parse_int(1024, 1024 * 1024 * 1024),

@@ -1,9 +1,9 @@
 """Access by source network (the seed's ACL section).
 
 Clients from a trusted CIDR reach every endpoint. Everyone else (booted servers, BMCs,
-firmware) reaches only what they need: PUT on a checkin, GET/HEAD on artifacts, the health
-check. Anything else is 403 with an Error body, unknown paths included, so an untrusted
-client learns nothing about what exists.
+firmware) reaches only what they need: PUT on a checkin, GET/HEAD on artifacts and on
+published images, the health check. Anything else is 403 with an Error body, unknown paths
+included, so an untrusted client learns nothing about what exists.
 
 The client is the TCP peer. X-Forwarded-For is believed only when the peer is one of the
 configured ``trusted_proxies``; then the client is the right-most address in the header that
@@ -22,6 +22,7 @@ from reconciler.settings import Network
 PUBLIC: Mapping[str, frozenset[str]] = {
     "checkins.update": frozenset({"PUT"}),
     "artifacts.artifact": frozenset({"GET", "HEAD"}),
+    "images.image": frozenset({"GET", "HEAD"}),
     "health.healthz": frozenset({"GET", "HEAD"}),
 }
 

@@ -2,7 +2,7 @@
 
 One blueprint per concern, registered from :data:`BLUEPRINTS`; every error is the seed's
 ``Error`` body; the ACL runs before any handler; one log line per request. Handlers never
-run subprocesses: they validate and enqueue (builds), or serve files (artifacts).
+run subprocesses: they validate and enqueue (builds), or serve files (artifacts, images).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from reconciler.settings import ServiceSettings
-from reconciler.web import acl, artifacts, builds, checkins, health
+from reconciler.web import acl, artifacts, builds, checkins, health, images
 from reconciler.web.fast import FastFront
 from reconciler.web.http import HttpError, error_response, log_access, printable, too_large
 from reconciler.web.services import Services
@@ -26,7 +26,7 @@ STARTED, CLIENT = "reconciler.started", "reconciler.client"
 API_THREADS = 4
 
 # Blueprints in registration order; the status page and the git webhook join this list.
-BLUEPRINTS = [builds.bp, checkins.bp, artifacts.bp, health.bp]
+BLUEPRINTS = [builds.bp, checkins.bp, artifacts.bp, images.bp, health.bp]
 
 
 def create_app(settings: ServiceSettings, services: Services | None = None) -> Flask:
@@ -60,7 +60,7 @@ def create_app(settings: ServiceSettings, services: Services | None = None) -> F
         return error_response(
             403,
             f"client: {client} may not {method} {request.path} "
-            "(only trusted networks may; others may PUT checkins and GET artifacts)",
+            "(only trusted networks may; others may PUT checkins and GET artifacts and images)",
         )
 
     @app.after_request

@@ -4,6 +4,8 @@ Only the names in ``ARTIFACT_NAMES`` of a completed build resolve (the client's 
 compared with that set, never joined into a path), so ``..``, encoded slashes or NUL reach
 nothing. Conditional and range handling is :mod:`reconciler.web.ranges`; the body is a
 :class:`~reconciler.web.filerange.FileRange` that the embedded server sends with sendfile.
+:func:`serve_file` is that machinery for any open file; published images
+(:mod:`reconciler.web.images`) are served through it too.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
+from typing import BinaryIO
 
 from flask import Blueprint, Response, current_app, request
 
@@ -24,6 +27,8 @@ bp = Blueprint("artifacts", __name__, url_prefix="/artifacts")
 
 CONTENT_TYPES = {".efi": "application/efi", ".iso": "application/x-iso9660-image"}
 DEFAULT_TYPE = "application/octet-stream"
+# Status, headers, body (None: no body) of a file download.
+Answer = tuple[int, tuple[tuple[str, str], ...], FileRange | None]
 
 
 def download_slots() -> threading.BoundedSemaphore:
@@ -49,7 +54,7 @@ def serve_artifact(
     build_id: str,
     filename: str,
     headers: Mapping[str, str],
-) -> tuple[int, tuple[tuple[str, str], ...], FileRange | None]:
+) -> Answer:
     """Status, headers and body (None: no body) of GET/HEAD /artifacts/<id>/<filename>.
 
     Raises :class:`HttpError` for 404, 416 and 503. ``headers`` are the request's, named as
@@ -60,9 +65,24 @@ def serve_artifact(
     if path is None:
         raise _not_found(store, build_id, filename)
     try:
-        file = open(path, "rb")  # noqa: SIM115 - owned by the FileRange or closed below
+        file = open(path, "rb")  # noqa: SIM115 - owned by the FileRange or closed in serve_file
     except FileNotFoundError:
         raise _not_found(store, build_id, filename) from None  # deleted a moment ago
+    content_type = CONTENT_TYPES.get(os.path.splitext(filename)[1], DEFAULT_TYPE)
+    return serve_file(file, content_type, slots, method, headers, "artifacts")
+
+
+def serve_file(
+    file: BinaryIO,
+    content_type: str,
+    slots: threading.BoundedSemaphore,
+    method: str,
+    headers: Mapping[str, str],
+    what: str,
+) -> Answer:
+    """The answer for an open file (artifacts, published images): conditional and range
+    handling, 416, HEAD, a download slot for the body. Owns ``file``: it ends up in the
+    FileRange or closed. ``what`` starts the 503 message (``artifacts: too many ...``)."""
     try:
         # fstat of the open file: size, mtime and body come from the same inode.
         st = os.fstat(file.fileno())
@@ -70,7 +90,7 @@ def serve_artifact(
             size=st.st_size,
             mtime=st.st_mtime,
             etag=make_etag(st.st_size, st.st_mtime_ns, st.st_ino),
-            content_type=CONTENT_TYPES.get(os.path.splitext(filename)[1], DEFAULT_TYPE),
+            content_type=content_type,
         )
         decision = decide(method, headers, info)
     except BaseException:
@@ -86,16 +106,15 @@ def serve_artifact(
         return decision.status, decision.headers, None
     if not slots.acquire(blocking=False):
         file.close()
-        raise HttpError(503, "artifacts: too many downloads in progress; retry later",
+        raise HttpError(503, f"{what}: too many downloads in progress; retry later",
                         {"Retry-After": "5"})
     body = FileRange(file, decision.start, decision.length, on_close=slots.release)
     return decision.status, decision.headers, body
 
 
-@bp.route("/<build_id>/<filename>", methods=["GET", "HEAD"])
-def artifact(build_id: str, filename: str) -> Response:
-    status, headers, body = serve_artifact(services().store, download_slots(), request.method,
-                                           build_id, filename, dict(request.headers))
+def file_response(answer: Answer) -> Response:
+    """A Flask response for what :func:`serve_file` decided (the body goes out by sendfile)."""
+    status, headers, body = answer
     if body is None:
         response = current_app.response_class(status=status)
     else:
@@ -103,3 +122,9 @@ def artifact(build_id: str, filename: str) -> Response:
     for name, value in headers:
         response.headers[name] = value
     return response
+
+
+@bp.route("/<build_id>/<filename>", methods=["GET", "HEAD"])
+def artifact(build_id: str, filename: str) -> Response:
+    return file_response(serve_artifact(services().store, download_slots(), request.method,
+                                        build_id, filename, dict(request.headers)))

@@ -1,20 +1,22 @@
 """The hot requests without Flask: a WSGI front that answers them itself.
 
 A booted server's checkin ``PUT``, a resubmitted ``POST /api/v1/builds``, ``GET /healthz`` and
-the artifact ``GET``/``HEAD`` a BMC repeats for every range it reads are most of the traffic.
+the artifact ``GET``/``HEAD`` a BMC repeats for every range it reads are most of the traffic;
+a published image's ``GET``/``HEAD`` (``/images/<name>``) is a download like an artifact's.
 Through Flask each costs a request and an app context, URL matching, before/after hooks and a
 werkzeug Response, several times the handler's own work.
 :class:`FastFront` wraps the Flask app's ``wsgi_app`` and answers exactly those routes with the
 same functions the blueprints call (``checkins.update_checkin``, ``builds.submit_build``,
-``artifacts.serve_artifact``,
-``http.decode_json``/``json_bytes``), the same ACL table (``acl.PUBLIC``), the same access log
-line and byte-identical responses (tests/unit/test_service_fast.py compares both paths).
+``artifacts.serve_artifact``, ``images.serve_image``, ``http.decode_json``/``json_bytes``), the
+same ACL table (``acl.PUBLIC``), the same access log line and byte-identical responses
+(tests/unit/test_service_fast.py and test_service_images.py compare both paths).
 Anything else, or anything unusual about one of those requests (a path the router would treat
 differently, a refused client, a chunked body), goes to Flask untouched, before the body is read.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -25,7 +27,7 @@ from werkzeug.http import HTTP_STATUS_CODES, remove_entity_headers
 
 from reconciler.settings import ServiceSettings
 from reconciler.web.acl import PUBLIC, Verdicts
-from reconciler.web.artifacts import serve_artifact
+from reconciler.web.artifacts import Answer, serve_artifact
 from reconciler.web.builds import submit_build
 from reconciler.web.checkins import update_checkin
 from reconciler.web.filerange import FileRange
@@ -38,6 +40,7 @@ from reconciler.web.http import (
     printable,
     too_large,
 )
+from reconciler.web.images import serve_image
 from reconciler.web.services import Services
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -46,7 +49,8 @@ Headers = list[tuple[str, str]]
 CHECKINS = "/api/v1/checkins/"
 ID_AT = len(CHECKINS)
 ARTIFACTS = "/artifacts/"
-# The request headers the artifact route reads, by WSGI name -> werkzeug's name.
+IMAGES = "/images/"
+# The request headers the artifact and image routes read, by WSGI name -> werkzeug's name.
 _CONDITIONAL = (("HTTP_RANGE", "Range"), ("HTTP_IF_RANGE", "If-Range"),
                 ("HTTP_IF_NONE_MATCH", "If-None-Match"),
                 ("HTTP_IF_MODIFIED_SINCE", "If-Modified-Since"))
@@ -84,6 +88,7 @@ class FastFront:
         self.downloads = downloads
         self.max_body = settings.max_request_bytes
         self.proxies = bool(settings.trusted_proxies)
+        self.published = os.fspath(settings.published_dir)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         method = environ["REQUEST_METHOD"]
@@ -99,6 +104,10 @@ class FastFront:
             _ARTIFACT.match(path, len(ARTIFACTS))
         ):
             endpoint = "artifacts.artifact"
+        elif (method == "GET" or method == "HEAD") and path.startswith(IMAGES) and (
+            _PLAIN_ID.match(path, len(IMAGES))
+        ):
+            endpoint = "images.image"
         else:
             return self.flask_wsgi(environ, start_response)
         started = time.perf_counter()
@@ -126,6 +135,8 @@ class FastFront:
     ) -> tuple[int, Headers, bytes | FileRange]:
         if endpoint == "artifacts.artifact":
             return self._artifact(method, path, environ)
+        if endpoint == "images.image":
+            return self._image(method, path, environ)
         if endpoint == "health.healthz":
             return 200, list(HEALTH), OK
         raw = self._body(environ, path)
@@ -145,20 +156,15 @@ class FastFront:
     ) -> tuple[int, Headers, bytes | FileRange]:
         build_id, filename = path[len(ARTIFACTS):].split("/")  # the caller matched _ARTIFACT
         wanted = {name: environ[key] for key, name in _CONDITIONAL if key in environ}
-        status, extra, body = serve_artifact(self.services.store, self.downloads, method,
-                                             build_id, filename, wanted)
-        # Flask's order: its default Content-Type first (replaced in place), then the rest.
-        content_type = "text/html; charset=utf-8"
-        headers: Headers = []
-        for name, value in extra:
-            if name == "Content-Type":
-                content_type = value
-            else:
-                headers.append((name, value))
-        headers.insert(0, ("Content-Type", content_type))
-        if status == 304:
-            remove_entity_headers(headers)  # what werkzeug does to a 304 on its way out
-        return status, headers, b"" if body is None else body
+        return _download(serve_artifact(self.services.store, self.downloads, method,
+                                        build_id, filename, wanted))
+
+    def _image(
+        self, method: str, path: str, environ: dict[str, Any]
+    ) -> tuple[int, Headers, bytes | FileRange]:
+        wanted = {name: environ[key] for key, name in _CONDITIONAL if key in environ}
+        return _download(serve_image(self.published, self.downloads, method,
+                                     path[len(IMAGES):], wanted))
 
     def _body(self, environ: dict[str, Any], path: str) -> bytes:
         if "HTTP_TRANSFER_ENCODING" in environ:
@@ -175,6 +181,23 @@ class FastFront:
         if len(raw) != size:  # the client went away mid-body (werkzeug: ClientDisconnected)
             raise HttpError(400, f"{path}: Bad Request")
         return raw
+
+
+def _download(answer: Answer) -> tuple[int, Headers, bytes | FileRange]:
+    """A file download's answer with the headers as Flask would send them."""
+    status, extra, body = answer
+    # Flask's order: its default Content-Type first (replaced in place), then the rest.
+    content_type = "text/html; charset=utf-8"
+    headers: Headers = []
+    for name, value in extra:
+        if name == "Content-Type":
+            content_type = value
+        else:
+            headers.append((name, value))
+    headers.insert(0, ("Content-Type", content_type))
+    if status == 304:
+        remove_entity_headers(headers)  # what werkzeug does to a 304 on its way out
+    return status, headers, b"" if body is None else body
 
 
 def _error(

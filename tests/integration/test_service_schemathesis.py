@@ -1,7 +1,9 @@
 """schemathesis against the live service: every operation of schemas/openapi.yaml, all checks.
 
 The service runs as ``reconciler serve`` with TLS and the real pipeline (tiny base
-artifacts). Two adjustments, both about facts JSON Schema cannot state:
+artifacts) and one published image, under the name the document gives as its example, so
+GetPublishedImage/HeadPublishedImage find a file and not only 404s. Two adjustments, both
+about facts JSON Schema cannot state:
 
 - the test's copy of the schema narrows ``kernel``/``initramfs`` to this deployment's base
   artifact names, so generated builds really build;
@@ -23,6 +25,7 @@ import pytest
 import yaml
 
 from reconciler.paths import schemas_dir
+from reconciler.web.images import publish
 from tests.fixtures.kernel import debian_kernel
 from tests.fixtures.service import base_images, make_tls, running_service
 from tests.fixtures.tiny_initramfs import tiny_initramfs
@@ -44,6 +47,10 @@ def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
         initramfs=tiny_initramfs("amd64", tmp_path / "base.img"),
     )
     spec = yaml.safe_load((schemas_dir() / "openapi.yaml").read_text())
+    image = tmp_path / "image.raw"
+    image.write_bytes(bytes(range(256)) * 64)
+    example = spec["paths"]["/images/{name}"]["parameters"][0]["example"]
+    publish(image, images / "published", example)
     request = spec["components"]["schemas"]["BuildRequest"]["properties"]
     request["kernel"]["enum"] = ["vmlinuz-amd64"]
     request["initramfs"]["enum"] = ["initramfs-amd64.img"]
@@ -73,6 +80,6 @@ def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
         output = result.stdout + result.stderr
         print(output[-3000:])
         assert result.returncode == 0, output[-6000:]
-        assert "14 selected / 14 total" in output and "No issues found" in output, output[-3000:]
+        assert "16 selected / 16 total" in output and "No issues found" in output, output[-3000:]
         # Nothing the fuzzer sent may have crashed a handler.
         assert "Traceback" not in svc.log.read_text(), svc.log_tail(80)

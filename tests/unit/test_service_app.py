@@ -349,6 +349,7 @@ def test_every_operation_of_the_document_is_routed(api: Api) -> None:
         flask_rule = template.replace("{id}", "<build_id>") if "builds" in template else template
         flask_rule = flask_rule.replace("{id}", "<checkin_id>" if "checkins" in template
                                         else "<build_id>").replace("{filename}", "<filename>")
+        flask_rule = flask_rule.replace("{name}", "<name>")
         for method in item:
             if method in ("parameters",):
                 continue
