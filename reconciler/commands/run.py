@@ -115,6 +115,8 @@ async def _run(settings: Any, *, once: bool) -> int:
     from reconciler.model.desired import DesiredHost
     from reconciler.render.renderer import RenderSettings
 
+    # APScheduler logs every timer tick at INFO: one line per poll interval says nothing.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     db = StateDB(settings.state_db)
     closed = db.close_interrupted(time.time())
     if closed:

@@ -129,14 +129,14 @@ async def check_bmc(ctx: StepContext) -> Outcome:
     primary = next((i.mac for i in ctx.host.interfaces if i.primary), None)
     if primary is None:
         primary = ctx.host.interfaces[0].mac if ctx.host.interfaces else None
-    found = await ctx.redfish(lambda bmc: bmc.inventory())
-    macs = sorted({n.mac.lower() for n in found.nics if n.mac})
+    macs = await ctx.redfish(lambda bmc: bmc.nic_macs())
     if not macs or primary is None:
         return Done("the BMC reports no NIC MACs: the instance-id check guards alone")
     if primary.lower() not in macs:
+        system = ctx.host.bmc.system_id or "(the only system)"
         raise WrongMachine(
             f"wrong machine: {ctx.host.file} says primary MAC {primary}, but BMC "
-            f"{ctx.host.bmc.address} system {found.system_id} reports {', '.join(macs)}")
+            f"{ctx.host.bmc.address} system {system} reports {', '.join(macs)}")
     return Done(f"BMC reports {primary}")
 
 

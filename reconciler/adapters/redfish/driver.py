@@ -128,6 +128,7 @@ class BmcDriver(Protocol):
         http_uri: str | None = None,
     ) -> None: ...
     def clear_boot_override(self) -> None: ...
+    def nic_macs(self) -> list[str]: ...
     def inventory(self) -> Inventory: ...
 
 
@@ -853,6 +854,17 @@ class Bmc:
         with self._operation(f"GET {path}"):
             self._connect()
             return self._get(path)
+
+    def nic_macs(self) -> list[str]:
+        """The System's NIC MACs, lower case (permanent MAC preferred), for the engine's
+        wrong-machine guard: only the EthernetInterfaces collection is read, so a BMC whose
+        storage or memory resources fail (the emulator's libvirt driver answers 500 for
+        Storage) still answers. Empty when the BMC does not expose NICs."""
+        with self._operation("NIC MACs"):
+            self._connect()
+            system = self._system
+            docs = [dict(n.json) for n in self._optional(lambda: system.ethernet_interfaces)]
+        return sorted({nic.mac for nic in map(inventory.nic_from, docs) if nic is not None})
 
     def inventory(self) -> Inventory:
         """UUID, serial, model, NIC MACs, drives (serial, WWN, size), CPUs, DIMMs.

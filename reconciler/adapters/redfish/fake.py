@@ -173,6 +173,11 @@ class FakeBmc:
     def clear_boot_override(self) -> None:
         self.set_boot(BootTarget.HDD, BootEnabled.CONTINUOUS)
 
+    def nic_macs(self) -> list[str]:
+        self._call("nic_macs")
+        found = (inventory.nic_from(d) for d in self.docs.get("nics", ()))
+        return sorted({nic.mac for nic in found if nic is not None})
+
     def inventory(self) -> Inventory:
         self._call("inventory")
         return inventory.from_documents(
