@@ -84,6 +84,10 @@ class StateDB:
             raise PermanentError(f"state database {path}: {exc}",
                                  hint="move the file away to start with an empty state") from None
         self._lock = threading.Lock()
+        # Host records as committed, kept by the one writer (``reconciler run`` holds the data
+        # directory's lock): a pass reads 5,000 of them without decoding JSON.
+        self._hosts: dict[str, HostStatus] | None = None
+        self._staged: dict[str, HostStatus | None] = {}
 
     def close(self) -> None:
         with self._lock:
@@ -93,38 +97,54 @@ class StateDB:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
+            self._staged = {}
             try:
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
+                self._staged = {}
                 raise
             self._db.execute("COMMIT")
+            if self._hosts is not None:
+                for name, status in self._staged.items():
+                    if status is None:
+                        self._hosts.pop(name, None)
+                    else:
+                        self._hosts[name] = status
+            self._staged = {}
 
     # -- hosts ---------------------------------------------------------------------------
 
     def hosts(self) -> dict[str, HostStatus]:
         with self._lock:
-            rows = self._db.execute("SELECT name, record FROM hosts ORDER BY name").fetchall()
-        return {name: HostStatus.from_record(json.loads(rec)) for name, rec in rows}
+            if self._hosts is None:
+                rows = self._db.execute("SELECT name, record FROM hosts").fetchall()
+                self._hosts = {name: HostStatus.from_record(json.loads(rec))
+                               for name, rec in rows}
+            return dict(sorted(self._hosts.items()))
 
     def host(self, name: str) -> HostStatus | None:
-        with self._lock:
-            row = self._db.execute("SELECT record FROM hosts WHERE name = ?", (name,)).fetchone()
-        return HostStatus.from_record(json.loads(row[0])) if row else None
+        return self.hosts().get(name)
+
+    def _put(self, db: sqlite3.Connection, status: HostStatus) -> None:
+        db.execute("INSERT OR REPLACE INTO hosts (name, record) VALUES (?, ?)",
+                   (status.name, json.dumps(status.to_record(), sort_keys=True)))
+        self._staged[status.name] = status
 
     def put(self, status: HostStatus) -> None:
         with self._tx() as db:
-            _put(db, status)
+            self._put(db, status)
 
     def put_many(self, statuses: Mapping[str, HostStatus]) -> None:
         with self._tx() as db:
             for status in statuses.values():
-                _put(db, status)
+                self._put(db, status)
 
     def delete(self, name: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM hosts WHERE name = ?", (name,))
             db.execute("DELETE FROM keys WHERE host = ?", (name,))
+            self._staged[name] = None
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -132,7 +152,7 @@ class StateDB:
         """Commit ``status`` (naming the step) and open the step's history row, together."""
         assert status.workflow and status.step
         with self._tx() as db:
-            _put(db, status)
+            self._put(db, status)
             cur = db.execute(
                 "INSERT INTO history (host, workflow, step, started) VALUES (?, ?, ?, ?)",
                 (status.name, status.workflow, status.step, started))
@@ -145,7 +165,7 @@ class StateDB:
                  message: str = "") -> None:
         """Close the step's history row and commit ``status``, together."""
         with self._tx() as db:
-            _put(db, status)
+            self._put(db, status)
             db.execute("UPDATE history SET ended = ?, result = ?, message = ? WHERE id = ?",
                        (ended, result, message[:2000], run_id))
 
@@ -194,7 +214,3 @@ class StateDB:
             db.execute("INSERT OR REPLACE INTO keys (host, stage, target, private, public) "
                        "VALUES (?, ?, ?, ?, ?)", (host, stage, target, private, public))
 
-
-def _put(db: sqlite3.Connection, status: HostStatus) -> None:
-    db.execute("INSERT OR REPLACE INTO hosts (name, record) VALUES (?, ?)",
-               (status.name, json.dumps(status.to_record(), sort_keys=True)))

@@ -115,8 +115,10 @@ async def _run(settings: Any, *, once: bool) -> int:
     from reconciler.model.desired import DesiredHost
     from reconciler.render.renderer import RenderSettings
 
-    # APScheduler logs every timer tick at INFO: one line per poll interval says nothing.
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # APScheduler logs every timer tick and asyncssh every connection attempt at INFO: the
+    # engine's own lines say what happens.
+    for noisy in ("apscheduler", "asyncssh"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     db = StateDB(settings.state_db)
     closed = db.close_interrupted(time.time())
     if closed:
@@ -238,6 +240,7 @@ def status_record(data_dir: Path, server: str | None = None) -> dict[str, Any]:
                 "lastAppliedRevision": st.last_applied_revision,
                 "lastAttemptedRevision": st.last_attempted_revision,
                 "lastError": st.last_error,
+                "bmcError": st.observe_error,
                 "attempts": st.attempts,
                 "nextRetry": st.next_retry,
                 "orphaned": st.orphaned,

@@ -103,8 +103,11 @@ class Executor:
 
     async def redfish(self, host: DesiredHost, fn: Callable[[BmcDriver], T], *,
                       mutate: bool = True) -> T:
-        """``fn(driver)`` in the pool; mutations hold the BMC address's lock."""
-        bmc = await self.blocking(lambda: self._bmc(host))
+        """``fn(driver)`` in the pool; mutations hold the BMC address's lock. A driver made
+        before is found on the loop's thread: one hand-off to the pool per call, not two."""
+        bmc = self._bmcs.get((host.bmc.url, host.bmc.system_id, host.bmc.credentials))
+        if bmc is None:
+            bmc = await self.blocking(lambda: self._bmc(host))
         if not mutate:
             return await self.blocking(lambda: fn(bmc))
         lock = self._locks.setdefault(host.bmc.url, asyncio.Lock())

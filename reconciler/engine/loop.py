@@ -150,26 +150,21 @@ class Reconciler:
             if self.executor.busy(name):
                 pending = True
                 continue
-            st = status.get(name) or HostStatus(name)
+            before = status.get(name) or HostStatus(name)
             host = desired.get(name)
-            before = st
-            if host is not None:
-                st = st.replace(desired_state=host.state, invalid=d.invalid.get(name))
-            if action.runnable and host is not None and not self.paused():
-                st = st.replace(last_attempted_revision=revision)
-                updates[name] = st
+            seen = observed.get(name)
+            if host is not None and action.runnable and not self.paused():
+                updates[name] = before.replace(
+                    desired_state=host.state, invalid=d.invalid.get(name), orphaned=False,
+                    last_attempted_revision=revision)
                 self.executor.start(host, action, revision)
                 pending = True
                 continue
-            st = conditions.fold_action(st, action)
-            if action.kind == Kind.NONE and action.hold is None and st.condition(READY) and \
-                    st.condition(READY).status == "True":  # type: ignore[union-attr]
-                st = st.replace(last_applied_revision=revision, last_attempted_revision=revision)
-            else:
-                pending = pending or action.hold not in (None, Hold.SUSPENDED)
-            if observed.get(name) and observed[name].error:
-                st = st.replace(last_error=observed[name].error)
-            if st != before:
+            converged = action.kind == Kind.NONE and action.hold is None
+            pending = pending or not (converged or action.hold == Hold.SUSPENDED)
+            st = _fold(before, action, host, d.invalid.get(name), revision,
+                       seen.error if seen else None, converged)
+            if st is not before:
                 updates[name] = st
         if updates:
             self.db.put_many(updates)
@@ -178,6 +173,25 @@ class Reconciler:
             fleet["lastAppliedRevision"] = revision
         self.db.set_fleet(**fleet)
         return actions
+
+
+def _fold(st: HostStatus, action: Action, host: DesiredHost | None, invalid: str | None,
+          revision: str, observe_error: str | None, converged: bool) -> HostStatus:
+    """The server's status after this pass's decision (``st`` itself when nothing changed:
+    the common case of a converged fleet costs no record)."""
+    ready = st.condition(READY)
+    if converged and host is not None and st.desired_state == host.state and \
+            not st.orphaned and st.invalid == invalid and st.observe_error == observe_error and \
+            st.last_applied_revision == revision and st.last_attempted_revision == revision \
+            and ready is not None and ready.status == "True" and ready.message == action.message:
+        return st
+    new = st if host is None else st.replace(desired_state=host.state, invalid=invalid,
+                                             orphaned=False)
+    new = conditions.fold_action(new, action).replace(observe_error=observe_error)
+    ready = new.condition(READY)
+    if converged and ready is not None and ready.status == "True":
+        new = new.replace(last_applied_revision=revision, last_attempted_revision=revision)
+    return st if new == st else new
 
 
 async def run_forever(reconciler: Reconciler, interval: float, stop: asyncio.Event,

@@ -48,7 +48,7 @@ def step_reason(step: str) -> str:
 def fold_action(st: HostStatus, action: Action) -> HostStatus:
     """The status of a server the executor will not run this pass (held or nothing to do).
     Runnable actions are folded by the executor as their steps run."""
-    if action.kind == Kind.FORGET:
+    if action.kind == Kind.FORGET or (action.kind == Kind.NONE and st.orphaned):
         return idle(st.replace(orphaned=True), "Orphaned", action.message)
     if action.kind == Kind.RELEASE:
         return idle(st.replace(workflow=None, step=None, target=None, progress={}),

@@ -69,6 +69,7 @@ class HostStatus:
     conditions: tuple[Condition, ...] = ()
     orphaned: bool = False
     invalid: str | None = None  # head's problem for this server (it keeps its last good state)
+    observe_error: str | None = None  # the BMC did not answer this pass's power query
 
     def condition(self, type_: str) -> Condition | None:
         for c in self.conditions:

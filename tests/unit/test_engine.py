@@ -10,8 +10,6 @@ prove the same flows against the sushy-tools emulator, OVMF VMs and real SSH.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,185 +19,15 @@ import pytest
 
 from reconciler.adapters.redfish.errors import BmcUnreachable
 from reconciler.adapters.redfish.fake import FakeBmc
-from reconciler.adapters.ssh import Result
 from reconciler.adapters.statedb import StateDB
 from reconciler.engine.executor import Executor, Limits
-from reconciler.errors import PermanentError, TemporaryError
 from reconciler.model import parse_inventory
-from reconciler.model.desired import DesiredHost, desired_hosts
+from reconciler.model.desired import desired_hosts
 from reconciler.model.policy import Policy
 from reconciler.plan.decide import Kind, plan
 from reconciler.plan.status import HostStatus
-from reconciler.render.renderer import Renderer, RenderSettings
+from tests.fixtures.engine import SHA, FakeBuilds, Lab, Shell, World
 from tests.fixtures.inventory import files, server
-
-SHA = "a" * 64
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        await asyncio.sleep(0)
-
-
-class World(FakeBmc):
-    """A FakeBmc whose server runs an OS: what booted decides who answers SSH."""
-
-    def __init__(self, mac: str) -> None:
-        super().__init__(FakeBmc.from_recording().docs)
-        nic = {**self.docs["nics"][0], "MACAddress": mac, "PermanentMACAddress": mac}
-        self.docs["nics"] = [nic]
-        self.os = "off"
-        self.disk_image: str | None = None
-        self.fail_command: str | None = None
-        self.hold_convert: asyncio.Event | None = None  # the write hangs until set
-
-    def power_on(self) -> None:
-        super().power_on()
-        self._boot()
-
-    def _boot(self) -> None:
-        boot = self.system.get("Boot", {})
-        if boot.get("BootSourceOverrideTarget") == "Cd" and self.media:
-            self.os = "ephemeral"
-            if boot.get("BootSourceOverrideEnabled") == "Once":
-                boot["BootSourceOverrideTarget"] = "None"
-        else:
-            self.os = "installed" if self.disk_image else "off"
-
-    def request_off(self, *, force: bool = False) -> bool:
-        asked = super().request_off(force=force)
-        self.os = "off"
-        return asked
-
-    def power_cycle(self) -> str:
-        used = super().power_cycle()
-        self._boot()
-        return used
-
-
-class FakeBuilds:
-    def __init__(self, polls: int = 1) -> None:
-        self.polls = polls
-        self.requests: dict[str, dict[str, Any]] = {}
-        self.seen: dict[str, int] = {}
-
-    def submit(self, request: dict[str, Any]) -> dict[str, Any]:
-        build_id = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
-        self.requests[build_id] = request
-        return {"id": build_id, "state": "pending"}
-
-    def build(self, build_id: str) -> dict[str, Any] | None:
-        if build_id not in self.requests:
-            return None
-        self.seen[build_id] = self.seen.get(build_id, 0) + 1
-        if self.seen[build_id] <= self.polls:
-            return {"id": build_id, "state": "running"}
-        return {"id": build_id, "state": "completed", "artifacts": {
-            "isoUrl": f"http://service/artifacts/{build_id}/boot.iso",
-            "ukiUrl": f"http://service/artifacts/{build_id}/uki.efi"}}
-
-
-class Shell:
-    """Answers the remote steps' commands like the ephemeral / installed OS would."""
-
-    def __init__(self, world: World, instance_id: str, serial: str) -> None:
-        self.world = world
-        self.host = "198.18.0.10"
-        self.instance_id = instance_id
-        self.serial = serial
-        self.commands: list[str] = []
-
-    async def __aenter__(self) -> Shell:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    async def run(self, command: str, *, timeout: float, input: bytes | None = None,
-                  check: bool = True) -> Result:
-        self.commands.append(command)
-        if self.world.fail_command and self.world.fail_command in command:
-            self.world.fail_command = None
-            raise TemporaryError(f"`{command}`: SSH failed: connection lost", delay=1)
-        out = ""
-        if command.startswith("cat /var/lib/cloud/data/instance-id"):
-            out = self.instance_id
-        elif "/dev/disk/by-id/*" in command and "lsblk" in command:
-            out = (f"/dev/disk/by-id/virtio-{self.serial} /dev/vda\n--- lsblk\n"
-                   + json.dumps({"blockdevices": [{"path": "/dev/vda", "serial": self.serial,
-                                                   "wwn": None}]}))
-        elif command.startswith("sha256sum"):
-            out = f"{SHA}  /tmp/reconciler-image"
-        elif command.startswith("qemu-img info"):
-            out = json.dumps({"format": "qcow2"})
-        elif command.startswith("qemu-img convert"):
-            if self.world.hold_convert is not None:
-                await self.world.hold_convert.wait()
-            self.world.disk_image = SHA
-        elif command.startswith("lsblk -J -o PATH,PARTTYPE"):
-            out = json.dumps({"blockdevices": [{"path": "/dev/vda", "parttype": None,
-                              "children": [{"path": "/dev/vda1", "parttype":
-                                            "4f68bce3-e8cd-4db1-96e7-fbcaf984b709"}]}]})
-        elif command.startswith("findmnt"):
-            out = "ext4" if self.world.os == "installed" else "tmpfs"
-        return Result(command, 0, out, "")
-
-
-class Lab:
-    """One server n1 in a fake world, an executor over a real StateDB in tmp_path."""
-
-    def __init__(self, tmp_path: Path, *, doc: dict[str, Any] | None = None,
-                 limits: Limits | None = None) -> None:
-        inv, problems = parse_inventory(files({"n1": doc or server(1)}))
-        assert problems == []
-        self.host: DesiredHost = desired_hosts(inv)["n1"]
-        self.world = World(self.host.interfaces[0].mac)
-        self.builds = FakeBuilds()
-        self.clock = Clock()
-        self.db = StateDB(tmp_path / "state.db")
-        self.key = asyncssh.generate_private_key("ssh-ed25519")
-        self.renderer = Renderer({}, RenderSettings(ssh_keys=("ssh-ed25519 AAAA reconciler",)))
-        self.shells: list[Shell] = []
-        self.connects: list[str] = []
-        self.executor = self.make_executor(limits)
-
-    def make_executor(self, limits: Limits | None = None) -> Executor:
-        return Executor(
-            self.db, bmc_factory=lambda h: self.world, build=self.builds,  # type: ignore[arg-type]
-            render=lambda h, k: self.renderer.render(h, "provision", host_keys=k),
-            client_key=self.key, limits=limits or Limits(max_attempts=3, backoff_base=5),
-            clock=self.clock, sleep=self.clock.sleep, connect=self.connect, rand=lambda: 0.0)
-
-    async def connect(self, address: str, *, key: Any, port: int, host_key: Any,
-                      timeout: float) -> Shell:
-        self.connects.append(self.world.os)
-        if self.world.os == "off":
-            raise TemporaryError(f"{address}:22: SSH not reachable: refused", delay=5)
-        target = self.db.hosts()["n1"].target or ""
-        stored = self.db.host_key("n1", self.world.os, target)
-        assert stored is not None
-        if host_key.export_public_key("openssh").decode().strip() != stored[1]:
-            raise PermanentError(f"{address}:{port}: the host key is not the one pinned")
-        instance = self.renderer.render(self.host).meta_data.split()[1]
-        shell = Shell(self.world, instance, self.host.disk.serial or "")  # type: ignore[union-attr]
-        self.shells.append(shell)
-        return shell
-
-    async def reconcile(self, desired: DesiredHost | None = None, revision: str = "r1") -> Any:
-        desired = desired or self.host
-        observed = await self.executor.observe({"n1": desired})
-        (action,) = plan({"n1": desired}, observed, self.db.hosts(), Policy(), self.clock())
-        if action.runnable:
-            self.executor.start(desired, action, revision)
-            await self.executor.wait_idle()
-        return action
 
 
 @pytest.fixture
