@@ -158,7 +158,8 @@ async def _run(settings: Any, *, once: bool) -> int:
     source = GitSource(settings.repo, settings.branch, settings.path, settings.clone_dir,
                        timeout=settings.git_timeout)
     reconciler = Reconciler(source, executor, RenderSettings(public_url=public_url,
-                                                             ssh_keys=(public,)))
+                                                             ssh_keys=(public,)),
+                            observe_interval=settings.observe_interval)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -46,6 +46,7 @@ class RunSettings:
     data_dir: Path = Path("/var/lib/reconciler")
     secrets_dir: Path | None = None
     poll_interval: float = 60.0
+    observe_interval: float = 120.0  # ask a BMC for power at most this often when idle
     git_timeout: float = 60.0
     build_service_url: str = ""  # empty: embedded
     max_concurrent_provisioning: int = 10
@@ -112,6 +113,7 @@ RUN_SETTINGS: dict[str, Callable[[object, str], Any]] = {
     "data_dir": parse_path,
     "secrets_dir": parse_path,
     "poll_interval": _number(1, 86400),
+    "observe_interval": _number(0, 86400),
     "git_timeout": _number(1, 3600),
     "build_service_url": lambda v, s: parse_url(v, s) if v else "",
     "max_concurrent_provisioning": _number(1, 10_000, int),

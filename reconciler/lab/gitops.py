@@ -117,6 +117,7 @@ def write_run_config(paths: LabPaths, images_dir: Path, secrets_dir: Path) -> Pa
         "data_dir": str(reconciler_data(paths)),
         "secrets_dir": str(secrets_dir),
         "poll_interval": POLL_INTERVAL,
+        "observe_interval": 30,
         "graceful_timeout": 30,
         "service": {
             "listen": f"{GATEWAY}:{SERVICE_PORT}",

@@ -187,3 +187,20 @@ def test_the_policy_file_holds_wipes_over_max_destructive(tmp_path: Path) -> Non
     fleet.passes(1)
     assert fleet.db.hosts()["n1"].applied_state == "provisioned"
     fleet.db.close()
+
+
+def test_power_is_asked_again_only_after_the_observe_interval(fleet: Fleet) -> None:
+    fleet.reconciler.observe_interval = 120
+    fleet.remote.push(fleet.docs)  # type: ignore[attr-defined]
+    fleet.passes(2)
+
+    def gets() -> int:
+        return sum(1 for c, _ in fleet.worlds["n2"].calls if c == "power_state")
+
+    before = gets()
+    fleet.lab.clock.now += 60
+    fleet.passes(1)
+    assert gets() == before
+    fleet.lab.clock.now += 61
+    fleet.passes(1)
+    assert gets() == before + 1
