@@ -296,7 +296,7 @@ async def bench(args: argparse.Namespace, root: Path) -> int:
     limits = Limits()
     executor = Executor(db, bmc_factory=lambda h: fakes[h.name],
                         build=IdleBuilds(),  # type: ignore[arg-type]
-                        render=lambda h, k: None,  # type: ignore[arg-type,return-value]
+                        render=lambda h, k, p, i: None,  # type: ignore[arg-type,return-value]
                         client_key=asyncssh.generate_private_key("ssh-ed25519"),
                         limits=limits)
     settings = RenderSettings(ssh_keys=("ssh-ed25519 AAAA reconciler",))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -207,7 +209,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    from reconciler.lab import boot
+    """A thin call of the engine: run its provision (or inspect) workflow on one lab host, from
+    inside the lab's network namespace, with a state directory of its own (``<lab>/boot``)."""
+    import json
+
+    from reconciler.lab import netns
     from reconciler.lab.state import load
     from reconciler.paths import example_inventory
 
@@ -217,35 +223,69 @@ def cmd_boot(args: argparse.Namespace) -> int:
         raise InputError(f"no lab at {paths.root}", hint="run `reconciler lab up --images DIR`")
     if not state.service_running:
         raise InputError("the lab runs no build service", hint="`reconciler lab up --images DIR`")
-    if state.inventory_repo:
+    if state.inventory_repo and not args.inspect:
         raise InputError(
-            f"the lab's hosts are driven by `reconciler run` from {state.inventory_repo}",
+            f"the lab's hosts are provisioned by `reconciler run` from {state.inventory_repo}",
             hint="change a server by pushing to that repository; for hand-driven boots "
             "bring the lab up with --service-only")
     hosts = {h.index: h for h in state.hosts}
     if args.host not in hosts:
         raise InputError(f"--host: the lab has hosts 1..{len(hosts)}")
-    host = hosts[args.host]
-    key = Path(state.ssh_key)
-    public_key = key.with_name(key.name + ".pub").read_text().strip()
-    inventory = args.inventory or example_inventory()
-    action = boot.inspect if args.inspect else boot.provision
-    result = action(
-        state, host, inventory_dir=inventory, public_key=public_key, private_key=key,
-        ssh_timeout=args.timeout,
-    )
-    print(f"{host.name} booted the ephemeral OS: {result.address} "
-          f"(instance-id {result.instance_id})")
-    print(f"  {result.timings.describe()}")
-    if result.hw_inventory is not None:
-        import json
+    lab_host = hosts[args.host]
+    workflow = "inspect" if args.inspect else "provision"
+    inventory_dir = args.inventory or example_inventory()
+    host, templates = _lab_server(inventory_dir, lab_host.mac, lab_host.system_id)
+    data = paths.root / "boot"
+    result = netns.call_in_netns(state.namespace, lambda: asyncio.run(
+        _engine_boot(state, data, host, templates, workflow, args.timeout)))
+    print(f"{lab_host.name} ({host.name}): {workflow} {result['outcome']}")
+    for line in result["steps"]:
+        print(f"  {line}")
+    if result["report"] is not None:
+        print(json.dumps(result["report"], indent=2, sort_keys=True))
+    print(f"  serial console log: {paths.serial_log(lab_host)}")
+    return 0 if result["ok"] else 1
 
-        print(json.dumps(result.hw_inventory, indent=2))
-    print("  ssh into it:")
-    print(f"    ip netns exec {state.namespace} ssh -i {key} -o StrictHostKeyChecking=no "
-          f"-o UserKnownHostsFile=/dev/null root@{result.address}")
-    print(f"  serial console log: {paths.serial_log(host)}")
-    return 0
+
+def _lab_server(inventory_dir: Path, mac: str, system_id: str) -> tuple[Any, dict[str, str]]:
+    """The inventory's server for a lab host (by BMC system id, else by MAC)."""
+    from reconciler.model.desired import desired_hosts
+    from reconciler.model.inventory import load_inventory
+
+    inventory, problems = load_inventory(inventory_dir)
+    if problems:
+        raise InputError(f"{inventory_dir}/{problems[0]}", hint=f"{len(problems)} problem(s)")
+    found = desired_hosts(inventory)
+    for h in found.values():
+        if h.bmc.system_id == system_id or any(i.mac == mac for i in h.interfaces):
+            return h, dict(inventory.templates)
+    raise InputError(f"{inventory_dir}: no server has BMC system {system_id} or MAC {mac}")
+
+
+async def _engine_boot(state: LabState, data: Path, host: Any, templates: dict[str, str],
+                       workflow: str, timeout: float) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from reconciler.commands.run import last_operation
+    from reconciler.engine.compose import open_engine
+    from reconciler.engine.config import RunSettings
+    from reconciler.render.renderer import Renderer
+
+    settings = replace(RunSettings(), repo="lab", data_dir=data,
+                       secrets_dir=Path(state.secrets_file).parent,
+                       build_service_url=state.service_url, graceful_timeout=30.0,
+                       max_attempts=1)
+    async with open_engine(settings) as engine:
+        engine.renderer = Renderer(templates, engine.render_settings)
+        st = await asyncio.wait_for(engine.executor.run_workflow(host, workflow), timeout)
+        history = engine.db.history(host.name, limit=40)
+    ready = st.condition("Ready")
+    reached = "inspected" if workflow == "inspect" else "provisioned"
+    ok = st.applied_state == reached and ready is not None and ready.status == "True"
+    steps = [f"{h['step']}: {h['result']} {h['seconds'] or ''} {h['message'] or ''}".rstrip()
+             for h in last_operation(history)]
+    return {"ok": ok, "outcome": "done" if ok else f"failed: {st.last_error}",
+            "steps": steps, "report": st.inspection}
 
 
 def cmd_down(args: argparse.Namespace) -> int:

@@ -103,109 +103,34 @@ def run_handler(args: argparse.Namespace) -> int:
 
 
 async def _run(settings: Any, *, once: bool) -> int:
-    from reconciler.adapters import secrets as creds
-    from reconciler.adapters.buildclient import BuildClient
-    from reconciler.adapters.redfish.client import BmcEndpoint
-    from reconciler.adapters.redfish.driver import Bmc
-    from reconciler.adapters.statedb import StateDB
-    from reconciler.engine import keys
-    from reconciler.engine.executor import Executor, Limits
+    from reconciler.engine.compose import open_engine
     from reconciler.engine.loop import Reconciler, run_forever
     from reconciler.engine.source import GitSource
-    from reconciler.model.desired import DesiredHost
-    from reconciler.render.renderer import RenderSettings
 
-    # APScheduler logs every timer tick and asyncssh every connection attempt at INFO: the
-    # engine's own lines say what happens.
-    for noisy in ("apscheduler", "asyncssh"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    db = StateDB(settings.state_db)
-    closed = db.close_interrupted(time.time())
-    if closed:
-        LOG.info("%d step(s) were interrupted by the last stop: resuming", closed)
-    client_key, public = keys.reconciler_key(settings.ssh_dir)
-    embedded = None
-    if settings.build_service_url:
-        service_url = settings.build_service_url
-        public_url = service_url
-    else:
-        embedded = _start_service(settings.service)
-        listen = settings.service.listen
-        host = "127.0.0.1" if listen.host in ("0.0.0.0", "") else listen.host
-        service_url = f"http://{host}:{listen.port}"
-        public_url = settings.service.public_url
-    secrets_dir = creds.secrets_dir(settings.secrets_dir)
-
-    def bmc_factory(h: DesiredHost) -> Bmc:
-        c = creds.resolve(h.bmc.credentials, directory=secrets_dir)
-        verify: bool | Path = h.bmc.verify_tls
-        if h.bmc.ca_bundle:
-            verify = Path(h.bmc.ca_bundle)
-        return Bmc(BmcEndpoint(h.bmc.url, c.username, c.password, verify=verify,
-                               system_id=h.bmc.system_id))
-
-    limits = Limits(settings.max_concurrent_provisioning, settings.max_attempts,
-                    settings.backoff_base, settings.backoff_max, settings.redfish_threads,
-                    settings.graceful_timeout)
-    reconciler: Reconciler | None = None
-
-    def render(h: DesiredHost, k: Any) -> Any:
-        assert reconciler is not None
-        return reconciler.render(h, k)
-
-    executor = Executor(db, bmc_factory=bmc_factory, build=BuildClient(service_url),
-                        render=render, client_key=client_key, limits=limits)
-    source = GitSource(settings.repo, settings.branch, settings.path, settings.clone_dir,
-                       timeout=settings.git_timeout)
-    reconciler = Reconciler(source, executor, RenderSettings(public_url=public_url,
-                                                             ssh_keys=(public,)),
-                            observe_interval=settings.observe_interval)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    LOG.info("reconciling %s (%s%s) every %g s; data %s; build service %s", settings.repo,
-             settings.branch, f", {settings.path}" if settings.path else "",
-             settings.poll_interval, settings.data_dir, service_url)
-    try:
-        if once:
-            await reconciler.tick()
-            waiter = asyncio.create_task(executor.wait_idle())
-            stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
-            await reconciler.reconcile()
-        else:
+    async with open_engine(settings) as engine:
+        executor = engine.executor
+        source = GitSource(settings.repo, settings.branch, settings.path, settings.clone_dir,
+                           timeout=settings.git_timeout)
+        reconciler = Reconciler(source, executor, engine.render_settings,
+                                observe_interval=settings.observe_interval)
+        executor.render = reconciler.render
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        LOG.info("reconciling %s (%s%s) every %g s; data %s; build service %s", settings.repo,
+                 settings.branch, f", {settings.path}" if settings.path else "",
+                 settings.poll_interval, settings.data_dir, engine.service_url)
+        if not once:
             await run_forever(reconciler, settings.poll_interval, stop)
-    finally:
-        await executor.stop()
-        if embedded is not None:
-            embedded()
-        db.close()
+            return 0
+        await reconciler.tick()
+        waiter = asyncio.create_task(executor.wait_idle())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        await reconciler.reconcile()
     return 0
-
-
-def _start_service(service: Any) -> Any:
-    """The build service in this process; returns its stop function."""
-    from reconciler.web.app import create_app
-    from reconciler.web.server import DualServer
-    from reconciler.web.services import Services
-
-    services = Services.open(service)
-    try:
-        server = DualServer(create_app(service, services), service)
-        urls = server.start()
-    except BaseException:
-        services.close(0)
-        raise
-    LOG.info("build service listening on %s; artifact URLs %s", ", ".join(urls),
-             service.public_url)
-
-    def stop() -> None:
-        server.stop(service.shutdown_timeout)
-        services.close(service.shutdown_timeout)
-
-    return stop
 
 
 # --- status ---------------------------------------------------------------------------------
@@ -229,7 +154,7 @@ def status_record(data_dir: Path, server: str | None = None) -> dict[str, Any]:
             if server is not None and name != server:
                 continue
             history = db.history(name, limit=50 if server else 20)
-            last_op = _last_operation(history)
+            last_op = last_operation(history)
             rows.append({
                 "name": name,
                 "desiredState": st.desired_state,
@@ -262,7 +187,7 @@ def _progress(scratch: Any) -> dict[str, Any]:
     return {k: scratch[k] for k in keep if k in scratch}
 
 
-def _last_operation(history: list[Any]) -> list[dict[str, Any]]:
+def last_operation(history: list[Any]) -> list[dict[str, Any]]:
     """The step runs of the last workflow run: from its latest start at its first step."""
     from reconciler.machines.workflows import WORKFLOWS
 

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from reconciler.engine import keys as hostkeys
 from reconciler.engine.steps import STEPS, Done, StepContext, Wait
 from reconciler.errors import PermanentError, ReconcilerError, TemporaryError
 from reconciler.log import redact
-from reconciler.machines.workflows import PROVISION, WORKFLOWS, Workflow
+from reconciler.machines.workflows import INSPECT, PROVISION, WORKFLOWS, Workflow
 from reconciler.model.desired import DesiredHost
 from reconciler.plan import conditions
 from reconciler.plan.decide import Action, Kind
@@ -45,7 +46,8 @@ LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BmcFactory = Callable[[DesiredHost], BmcDriver]
-Render = Callable[[DesiredHost, Mapping[str, tuple[str, str]]], RenderedHost]
+# (host, host keys by stage, purpose, inspection id) -> the seed files and build request.
+Render = Callable[[DesiredHost, Mapping[str, tuple[str, str]], str, str | None], RenderedHost]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +153,19 @@ class Executor:
         if not task.cancelled() and task.exception() is not None:
             LOG.error("%s: workflow task failed: %s", name, redact(str(task.exception())))
 
+    async def run_workflow(self, host: DesiredHost, name: str, revision: str | None = None,
+                           ) -> HostStatus:
+        """Run workflow ``name`` on ``host`` now, to its end (``reconciler lab boot``)."""
+        workflow = WORKFLOWS[name]
+        target = f"{workflow.reaches}:{host.digests.spec}"
+        action = Action(host.name, Kind.START, workflow.name, workflow.name, workflow.first,
+                        target, workflow.destructive, workflow.disruptive)
+        self.start(host, action, revision)
+        await self.wait_idle()
+        found = self.db.host(host.name)
+        assert found is not None
+        return found
+
     async def wait_idle(self) -> None:
         while self.tasks:
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
@@ -183,10 +198,16 @@ class Executor:
             st = st.replace(attempt_target=target, attempts=0, next_retry=None,
                             stalled_target=None)
         st = st.replace(last_attempted_revision=revision, next_retry=None, desired_state=host.state)
-        keys = (await self.blocking(lambda: hostkeys.host_keys(self.db, name, target))
-                if workflow is PROVISION else {})
-        rendered = self.render(host, keys) if workflow is PROVISION else None
         scratch: dict[str, Any] = dict(st.progress)
+        keys: Mapping[str, tuple[str, str]] = {}
+        rendered = None
+        if workflow in (PROVISION, INSPECT):
+            keys = await self.blocking(lambda: hostkeys.host_keys(self.db, name, target))
+            inspection = None
+            if workflow is INSPECT:
+                inspection = scratch.setdefault("inspection_id", str(uuid.uuid4()))
+            purpose = "inspect" if workflow is INSPECT else "provision"
+            rendered = self.render(host, keys, purpose, inspection)
         step: str | None = str(action.step)
         while step is not None:
             if not self.may_start_step(name):
@@ -231,6 +252,8 @@ class Executor:
             step = workflow.after(step)
         reached = workflow.reaches
         provision = host.digests.provision if workflow is PROVISION else st.applied_provision
+        if workflow is INSPECT:
+            st = st.replace(inspection=scratch.get("hardware"))
         st = conditions.ready(st.replace(
             workflow=None, step=None, step_started=None, progress={}, applied_state=reached,
             applied_provision=provision, applied_target=target,

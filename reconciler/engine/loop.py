@@ -92,11 +92,13 @@ class Reconciler:
         self.observe_interval = observe_interval
         self._observed: dict[str, tuple[float, Observed]] = {}
 
-    def render(self, host: DesiredHost, keys: Mapping[str, tuple[str, str]]) -> RenderedHost:
+    def render(self, host: DesiredHost, keys: Mapping[str, tuple[str, str]],
+               purpose: str = "provision", inspection_id: str | None = None) -> RenderedHost:
         if self._renderer is None:
             templates = self.desired.inventory.templates if self.desired.inventory else {}
             self._renderer = Renderer(templates, self.render_settings)
-        return self._renderer.render(host, "provision", host_keys=keys)
+        return self._renderer.render(host, purpose, inspection_id=inspection_id,
+                                     host_keys=keys)
 
     async def refresh(self) -> None:
         """Fetch and parse the branch; a failure keeps the last revision (and says so)."""

@@ -78,6 +78,9 @@ class StepContext:
 
     @property
     def address(self) -> str:
+        """Where SSH goes: the address a checkin proved (inspection), else the IPAM one."""
+        if self.scratch.get("address"):
+            return str(self.scratch["address"])
         if self.host.address is None:
             raise PermanentError(f"{self.host.file}: no static or auto primary address")
         return str(self.host.address)
@@ -321,6 +324,60 @@ async def ssh_installed(ctx: StepContext) -> Outcome:
     return Done(f"installed OS at {ctx.address}, root on {fstype}")
 
 
+# --- inspection (the seed's "Inspection") --------------------------------------------------
+
+
+async def register_checkin(ctx: StepContext) -> Outcome:
+    checkin = ctx.instance_id
+    await ctx.blocking(lambda: ctx.build.register_checkin(checkin))
+    return Done(f"checkin {checkin} registered")
+
+
+async def wait_checkin(ctx: StepContext) -> Outcome:
+    checkin = ctx.instance_id
+    addresses = await ctx.blocking(lambda: ctx.build.checkin(checkin))
+    if not addresses:
+        return Wait(3, "no checkin yet")
+    ctx.scratch["checkin_addresses"] = addresses
+    return Done(f"checked in from {', '.join(addresses)}")
+
+
+async def ssh_checkin(ctx: StepContext) -> Outcome:
+    """A DHCP address is no proof of identity: the address whose OS answers with this
+    inspection's id (over the pinned key) is the server."""
+    tried = []
+    for address in ctx.scratch.get("checkin_addresses") or []:
+        ctx.scratch["address"] = address
+        try:
+            async with await ctx.shell("ephemeral") as conn:
+                got = await remote.read_instance_id(conn)
+        except (TemporaryError, PermanentError) as exc:
+            tried.append(f"{address}: {exc}")
+            continue
+        if got == ctx.instance_id:
+            return Done(f"{address} answers with {got}")
+        tried.append(f"{address}: instance-id {got}")
+    ctx.scratch.pop("address", None)
+    if ctx.now() - ctx.started > 60:
+        raise WrongMachine("no checked-in address answers with inspection id "
+                           f"{ctx.instance_id}: {'; '.join(tried)}")
+    return Wait(3, "; ".join(tried) or "no address to try")
+
+
+async def hw_inventory(ctx: StepContext) -> Outcome:
+    async with await ctx.shell("ephemeral") as conn:
+        await _verify(conn, ctx)
+        found = await remote.hw_inventory(conn, ctx.instance_id)
+    ctx.scratch["hardware"] = dict(found.raw)
+    return Done(f"{len(found.disks)} disks, {len(found.nics)} NICs")
+
+
+async def delete_checkin(ctx: StepContext) -> Outcome:
+    checkin = ctx.instance_id
+    await ctx.blocking(lambda: ctx.build.delete_checkin(checkin))
+    return Done()
+
+
 # Step name -> implementation; machines.workflows names the steps, this gives them bodies.
 STEPS: Mapping[str, Callable[[StepContext], Awaitable[Outcome]]] = {
     "build": build,
@@ -338,4 +395,10 @@ STEPS: Mapping[str, Callable[[StepContext], Awaitable[Outcome]]] = {
     "boot-disk": boot_disk,
     "power-cycle": power_cycle,
     "ssh-installed": ssh_installed,
+    "register-checkin": register_checkin,
+    "wait-checkin": wait_checkin,
+    "ssh-checkin": ssh_checkin,
+    "hw-inventory": hw_inventory,
+    "power-off-after": power_off,
+    "delete-checkin": delete_checkin,
 }

@@ -18,8 +18,6 @@ down first, so it is idempotent):
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import os
 import secrets
@@ -29,15 +27,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from reconciler.adapters import secrets as creds
+from reconciler.adapters.buildclient import BuildClient
+from reconciler.adapters.redfish.client import BmcEndpoint, ClientSettings
+from reconciler.adapters.redfish.driver import Bmc
 from reconciler.adapters.run import run, which
-from reconciler.errors import InputError, PermanentError, ToolFailed, ToolMissing
+from reconciler.errors import InputError, PermanentError, ReconcilerError, ToolFailed, ToolMissing
 from reconciler.lab import daemons, gitops, netns
 from reconciler.lab.daemons import Daemon
 from reconciler.lab.domain import DomainFiles, domain_xml
@@ -376,6 +375,14 @@ def start_sushy(paths: LabPaths, hosts: Sequence[LabHost]) -> None:
     pid = daemons.start(daemon(paths, "sushy"), argv, env=env)
     creds_ = creds.resolve(CREDENTIALS_REF, directory=secrets_dir_of(paths))
     url = f"{BMC_URL}/redfish/v1/Systems"
+    endpoint = BmcEndpoint(BMC_URL, creds_.username, creds_.password,
+                           system_id=hosts[0].system_id)
+    settings = ClientSettings(connect_timeout=2, read_timeout=10, get_attempts=1)
+
+    def systems() -> int:
+        with Bmc(endpoint, settings) as bmc:
+            return int(bmc.get_json("/redfish/v1/Systems").get("Members@odata.count", -1))
+
     deadline = time.monotonic() + _READY_TIMEOUT
     last = ""
     while time.monotonic() < deadline:
@@ -383,14 +390,11 @@ def start_sushy(paths: LabPaths, hosts: Sequence[LabHost]) -> None:
             tail = daemons.log_tail(daemon(paths, "sushy"))
             raise ToolFailed(f"the Redfish emulator exited: {tail}")
         try:
-            doc = netns.call_in_netns(
-                NAMESPACE, lambda: http_json(url, creds_.username, creds_.password)
-            )
-            count = int(doc.get("Members@odata.count", -1))
+            count = netns.call_in_netns(NAMESPACE, systems)
             if count == len(hosts):
                 return
             last = f"{count} systems, expected {len(hosts)}"
-        except (OSError, ValueError) as exc:
+        except ReconcilerError as exc:
             last = str(exc)
         time.sleep(0.3)
     raise ToolFailed(f"the Redfish emulator is not ready at {url}: {last}")
@@ -398,20 +402,6 @@ def start_sushy(paths: LabPaths, hosts: Sequence[LabHost]) -> None:
 
 def secrets_dir_of(paths: LabPaths) -> Path:
     return Path((paths.run / "secrets-file").read_text().strip()).parent
-
-
-def http_json(
-    url: str, username: str | None = None, password: str | None = None
-) -> dict[str, Any]:
-    request = urllib.request.Request(url)
-    if username is not None and password is not None:
-        token = base64.b64encode(f"{username}:{password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        data = json.load(response)
-    if not isinstance(data, dict):
-        raise ValueError(f"{url}: expected a JSON object")
-    return data
 
 
 def start_service(paths: LabPaths, service_argv: Sequence[str]) -> None:
@@ -423,19 +413,10 @@ def start_service(paths: LabPaths, service_argv: Sequence[str]) -> None:
         if not daemons.alive(pid):  # not read_pid(): see start_libvirt
             tail = daemons.log_tail(daemon(paths, "service"))
             raise ToolFailed(f"the build service exited: {tail}")
-        try:
-            body = netns.call_in_netns(NAMESPACE, lambda: http_text(url))
-            if body.strip() == "ok":
-                return
-        except OSError:
-            pass
+        if netns.call_in_netns(NAMESPACE, BuildClient(SERVICE_URL, timeout=5).healthy):
+            return
         time.sleep(0.3)
     raise ToolFailed(f"the build service is not answering at {url}")
-
-
-def http_text(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return bytes(response.read()).decode()
 
 
 # ---------------------------------------------------------------- down

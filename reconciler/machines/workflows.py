@@ -12,8 +12,9 @@ write is never repeated once the seed is on the disk.
   ``protected`` server; counted against the revision's ``max_destructive``).
 - ``disruptive``: changes the power or boot of a running server (never on an ``unmanaged`` one).
 
-The ``inspected`` state's workflow is the inspection issue's (``STATE_WORKFLOW["inspected"]`` is
-None until then: the decision holds such a server with reason ``NotImplemented``).
+The ``inspected`` state is not driven by the loop yet (``STATE_WORKFLOW["inspected"]`` is None:
+the decision holds such a server with reason ``NotImplemented``); the :data:`INSPECT` workflow
+runs on request until its reports are committed back to git (the inspection issue).
 """
 
 from __future__ import annotations
@@ -107,14 +108,37 @@ POWER_ON = Workflow("power-on", "provisioned", (
     S("power-on", 300, "power on (found off with nothing else to do)", disruptive=True),
 ))
 
+# The seed's "Inspection": a server known only by its BMC boots the ephemeral OS with DHCP and a
+# checkin URL; the reconciler SSHes to each reported address until one answers with this
+# inspection's id, reads the hardware inventory, and leaves the server off. Never touches a disk.
+INSPECT = Workflow("inspect", "inspected", (
+    S("build", 900, "build the boot image (no network-config, a checkin URL)"),
+    S("register-checkin", 60, "register the checkin id"),
+    S("power-off", 300, "power off: graceful, then forced", disruptive=True),
+    S("eject", 120, "eject virtual media", disruptive=True, resume="power-off"),
+    S("attach", 300, "insert the ISO or set HttpBootUri", disruptive=True, resume="power-off"),
+    S("boot-once", 120, "boot override once: Cd or UefiHttp", disruptive=True,
+      resume="power-off"),
+    S("power-on", 300, "power on", disruptive=True, resume="power-off"),
+    S("wait-checkin", 900, "the booted OS reports its DHCP addresses"),
+    S("ssh-checkin", 300, "SSH to each address until one answers with this inspection id"),
+    S("hw-inventory", 300, "run hw-inventory", resume="ssh-checkin"),
+    S("power-off-after", 300, "power off: graceful, then forced", disruptive=True),
+    S("eject-after", 120, "eject virtual media", disruptive=True),
+    S("boot-disk", 120, "clear the boot override (Hdd, continuous)", disruptive=True),
+    S("delete-checkin", 60, "delete the checkin"),
+))
+
 WORKFLOWS: Mapping[str, Workflow] = MappingProxyType(
-    {w.name: w for w in (PROVISION, POWER_OFF, POWER_ON)}
+    {w.name: w for w in (PROVISION, POWER_OFF, POWER_ON, INSPECT)}
 )
 
 # Desired state -> the workflow that reaches it from anywhere (None: nothing to run).
 STATE_WORKFLOW: Mapping[str, Workflow | None] = MappingProxyType({
     "provisioned": PROVISION,
     "off": POWER_OFF,
-    "inspected": None,  # the inspection workflow's slot
+    # INSPECT runs on request (``reconciler lab boot --inspect``); the loop runs it for this
+    # state once reports are committed back to git (the inspection issue).
+    "inspected": None,
     "unmanaged": None,
 })

@@ -70,6 +70,7 @@ class HostStatus:
     orphaned: bool = False
     invalid: str | None = None  # head's problem for this server (it keeps its last good state)
     observe_error: str | None = None  # the BMC did not answer this pass's power query
+    inspection: Mapping[str, Any] | None = None  # the last in-band hardware report
 
     def condition(self, type_: str) -> Condition | None:
         for c in self.conditions:
@@ -83,6 +84,7 @@ class HostStatus:
     def to_record(self) -> dict[str, Any]:
         rec = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         rec["progress"] = dict(self.progress)
+        rec["inspection"] = dict(self.inspection) if self.inspection is not None else None
         rec["conditions"] = [c.to_record() for c in self.conditions]
         return rec
 

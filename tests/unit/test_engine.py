@@ -221,7 +221,7 @@ def test_a_dead_bmc_does_not_slow_the_others(tmp_path: Path) -> None:
     bmcs["n1"] = Dead(FakeBmc.from_recording().docs)
     db = StateDB(tmp_path / "state.db")
     executor = Executor(db, bmc_factory=lambda h: bmcs[h.name], build=FakeBuilds(),  # type: ignore[arg-type]
-                        render=lambda h, k: None,  # type: ignore[arg-type,return-value]
+                        render=lambda h, k, p, i: None,  # type: ignore[arg-type,return-value]
                         client_key=asyncssh.generate_private_key("ssh-ed25519"))
 
     async def go() -> dict[str, Any]:
@@ -245,3 +245,23 @@ def test_state_records_round_trip(lab: Lab) -> None:
     run(lab.reconcile())
     st = lab.db.hosts()["n1"]
     assert HostStatus.from_record(st.to_record()) == st
+
+
+def test_inspection_boots_checks_in_reads_the_hardware_and_leaves_it_off(
+        tmp_path: Path) -> None:
+    lab = Lab(tmp_path, doc=server(1, state="inspected"))
+    st = run(lab.executor.run_workflow(lab.host, "inspect"))
+    assert st.applied_state == "inspected", st.conditions
+    assert st.condition("Ready").status == "True"  # type: ignore[union-attr]
+    report = st.inspection or {}
+    assert report["disks"][0]["serial"] == "LABDISK0001"
+    assert report["nics"][0]["mac"] == lab.host.interfaces[0].mac
+    # The image had no network-config and a checkin URL; the checkin is gone afterwards.
+    (request,) = lab.builds.requests.values()
+    paths = {f["path"].rsplit("/", 1)[1] for f in request["files"]}
+    assert "checkin-url" in paths and "network-config" not in paths
+    assert lab.builds.checkins == {}
+    assert bmc_calls(lab.world) == [
+        "request_off", "eject_all_media", "insert_cd", "set_boot", "power_on",
+        "request_off", "eject_all_media", "set_boot"]
+    assert lab.world.os == "off" and lab.world.disk_image is None  # never touches a disk
