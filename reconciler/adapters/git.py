@@ -1,5 +1,12 @@
 """The one git adapter (gitpython): inventory files at a revision, and server seniority.
 
+A revision is read from git objects only. Its tree's entries say what each is: a regular file
+(mode 100644/100755) is read as content -- within the limits of
+:mod:`reconciler.model.limits`, checked on the blob size git lists before the blob is read --
+a symlink (120000) or a submodule (160000) never is: each is a problem naming the path. The
+work tree (``WORKTREE``) is read by :func:`reconciler.model.inventory.read_worktree`, which
+follows no symlink either.
+
 Seniority -- the order servers were added to the inventory -- is what makes IPAM collision
 resolution history-stable (see :mod:`reconciler.model.ipam`). It is read from
 ``git log --diff-filter=A -M``: a server's rank is the commit that last *added* its file
@@ -19,22 +26,26 @@ from pathlib import Path
 import git
 
 from reconciler.errors import InputError
+from reconciler.model import limits
 from reconciler.model.inventory import (
     PROFILES_FILE,
     SERVERS_DIR,
     SUBNETS_FILE,
     TEMPLATES_DIR,
-    read_directory,
+    odd_name,
+    read_worktree,
+    wanted,
 )
 from reconciler.model.policy import POLICY_FILE
+from reconciler.model.problems import Problem
 
 LOG = logging.getLogger(__name__)
 WORKTREE = "WORKTREE"  # pseudo revision: the files on disk
-
-
-def _wanted(rel: str) -> bool:
-    return rel in (SUBNETS_FILE, PROFILES_FILE, POLICY_FILE) or \
-        rel.startswith((SERVERS_DIR, TEMPLATES_DIR))
+# What a tree entry's mode says it is (git's object modes): only regular files are content.
+SYMLINK_MODE = "120000"
+SUBMODULE_MODE = "160000"
+_INVENTORY_PATHS = (SUBNETS_FILE, PROFILES_FILE, POLICY_FILE, SERVERS_DIR.rstrip("/"),
+                    TEMPLATES_DIR.rstrip("/"))
 
 
 def blob_id(data: bytes) -> str:
@@ -50,6 +61,9 @@ class Snapshot:
     files: Mapping[str, bytes]
     blobs: Mapping[str, str]
     seniority: Mapping[str, int]
+    # A problem for each inventory path not read (a symlink, a submodule, over a limit): give
+    # them to parse_inventory(refused=...).
+    refused: tuple[Problem, ...] = ()
 
 
 class GitInventory:
@@ -104,28 +118,69 @@ class GitInventory:
         """Inventory files at ``rev`` (or WORKTREE). ``known``: blob id -> bytes already read,
         so comparing two revisions reads each distinct blob once."""
         if rev == WORKTREE:
-            files = read_directory(self.path)
+            files, unread = read_worktree(self.path)
             blobs = {p: blob_id(d) for p, d in files.items()}
             seniority = self.seniority("HEAD") if self.has_commits() else {}
-            return Snapshot(WORKTREE, files, blobs, seniority)
+            return Snapshot(WORKTREE, files, blobs, seniority, tuple(unread))
         commit = self.resolve(rev)
-        listing = self.repo.git.ls_tree("-r", "-z", "--full-tree", commit, "--",
-                                        self.prefix or ".")
         known = known or {}
         blobs_out: dict[str, str] = {}
-        for entry in listing.split("\0"):
-            if not entry:
+        refused: list[Problem] = []
+        intake = limits.Intake()
+        for mode, kind, sha, size, rel in self._tree(commit):
+            if intake.stopped:
+                break
+            refusal = intake.entry()
+            if refusal is None and (odd := odd_name(rel)) is not None:
+                refused.append(odd)
                 continue
-            meta, _, path = entry.partition("\t")
-            _mode, kind, sha = meta.split()
-            rel = path[len(self.prefix):]
-            if kind == "blob" and _wanted(rel):
-                blobs_out[rel] = sha
+            if refusal is None and rel.rsplit("/", 1)[-1].startswith("."):
+                continue  # not an inventory file (read_worktree skips these too)
+            if refusal is None and rel.count("/") > limits.MAX_DIRECTORY_DEPTH:
+                refusal = (f"directories nested deeper than {limits.MAX_DIRECTORY_DEPTH} "
+                           "levels are not read")
+            if refusal is None and mode == SYMLINK_MODE:
+                refusal = "symlinks are not followed"
+            if refusal is None and (kind == "commit" or mode == SUBMODULE_MODE):
+                refusal = "submodules are not read"
+            if refusal is None and kind == "blob" and wanted(rel):
+                refusal = intake.file(size)
+                if refusal is None:
+                    blobs_out[rel] = sha
+            if refusal is not None:
+                refused.append(Problem(rel, None, "", refusal))
         missing = sorted({sha for sha in blobs_out.values() if sha not in known})
         read = self._read_blobs(missing)
         files_out = {rel: known[sha] if sha in known else read[sha]
                      for rel, sha in blobs_out.items()}
-        return Snapshot(commit, files_out, blobs_out, self.seniority(commit))
+        return Snapshot(commit, files_out, blobs_out, self.seniority(commit), tuple(refused))
+
+    def _tree(self, commit: str) -> list[tuple[str, str, str, int, str]]:
+        """(mode, kind, object id, size, inventory-relative path) of the inventory's entries
+        at ``commit``, from ``git ls-tree -r -l``: at most one more than MAX_ENTRIES are read
+        from git, however many the tree holds."""
+        specs = [f":(literal){self.prefix}{p}" for p in _INVENTORY_PATHS]
+        proc = self.repo.git.ls_tree("-r", "-z", "-l", "--full-tree", commit, "--", *specs,
+                                     as_process=True)
+        raw: list[bytes] = []
+        pending = b""
+        while len(raw) <= limits.MAX_ENTRIES:
+            chunk = proc.stdout.read(1 << 16)
+            if not chunk:
+                break
+            *done, pending = (pending + chunk).split(b"\0")
+            raw += done
+        if len(raw) > limits.MAX_ENTRIES:
+            proc.proc.kill()  # the rest is not read; the caller reports the entry limit
+        else:
+            proc.wait()
+        out = []
+        for entry in raw[:limits.MAX_ENTRIES + 1]:
+            meta, _, path = entry.decode("utf-8", "surrogateescape").partition("\t")
+            mode, kind, sha, size = meta.split()
+            out.append((mode, kind, sha, int(size) if size.isdigit() else 0,
+                        path[len(self.prefix):]))
+        return out
 
     def _read_blobs(self, shas: list[str]) -> dict[str, bytes]:
         """Many blobs through one ``git cat-file --batch`` (one process, not one per file)."""

@@ -20,6 +20,7 @@ from typing import Any
 from reconciler.adapters import secrets
 from reconciler.adapters.git import WORKTREE, GitInventory, Snapshot
 from reconciler.errors import InputError, ReconcilerError
+from reconciler.log import redact
 from reconciler.model import Inventory, Problem, desired_hosts, load_inventory, parse_inventory
 from reconciler.model.inventory import ParseCache
 from reconciler.model.problems import sort_problems
@@ -63,13 +64,17 @@ def _validate(args: argparse.Namespace) -> int:
                 secrets.resolve(server.bmc.credentials, directory=args.secrets_dir)
             except ReconcilerError as exc:
                 problems.append(Problem(server.file, None, "bmc.credentials", str(exc)))
+    # Problems never echo a secret they found; redacting each line as well keeps any the
+    # screens cannot name (a private key, a URL's password) out of the report and CI logs.
     if args.format == "json":
-        print(json.dumps({"problems": [p.to_record() | {"text": str(p)} for p in problems],
+        print(json.dumps({"problems": [{k: redact(v) if isinstance(v, str) else v
+                                        for k, v in (p.to_record() | {"text": str(p)}).items()}
+                                       for p in problems],
                           "servers": len(inventory.servers),
                           "rejected": sorted(inventory.rejected)}, indent=2))
     else:
         for problem in problems:
-            print(problem)
+            print(redact(str(problem)))
         print(f"{len(inventory.servers) + len(inventory.rejected)} servers, "
               f"{len(inventory.rejected)} rejected, {len(problems)} problems", file=sys.stderr)
     return 1 if problems else 0
@@ -125,7 +130,8 @@ def _render(args: argparse.Namespace) -> int:
 def _snapshot_inventory(
     snap: Snapshot, cache: ParseCache | None = None
 ) -> tuple[Inventory, list[Problem]]:
-    return parse_inventory(snap.files, seniority=snap.seniority, cache=cache)
+    return parse_inventory(snap.files, seniority=snap.seniority, cache=cache,
+                           refused=snap.refused)
 
 
 def plan_revisions(root: Path, base: str | None, head: str | None) -> dict[str, Any]:

@@ -14,20 +14,23 @@ working tree, a git revision, or test data.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import re
-from collections.abc import Callable, Mapping
+import stat
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from reconciler.model import ipam, schema
+from reconciler.model import ipam, limits, schema
 from reconciler.model.bulk import paused_gc
 from reconciler.model.policy import POLICY_FILE, Policy
 from reconciler.model.problems import Problem, dotted, sort_problems
-from reconciler.model.yamlio import Document, parse
+from reconciler.model.yamlio import Document, forget_lines, parse
 
 SUBNETS_FILE = "subnets.yaml"
 PROFILES_FILE = "profiles.yaml"
@@ -172,6 +175,7 @@ class Parsed:
     problems: tuple[Problem, ...]
     ok: bool
     built: dict[Any, Built] = field(default_factory=dict)
+    nodes: int = 0  # what its data costs to hold (Document.nodes)
 
 
 @dataclass(slots=True)
@@ -199,6 +203,8 @@ class _Run:
     entries: dict[str, Parsed] = field(default_factory=dict)
     rejected: set[str] = field(default_factory=set)
     loose: list[Problem] = field(default_factory=list)
+    refused: frozenset[str] = frozenset()  # files the reader did not read
+    nodes: int = 0  # YAML nodes of the files parsed so far (limits.MAX_YAML_NODES)
     cache: ParseCache = field(default_factory=dict)
 
 
@@ -223,22 +229,43 @@ def _load_doc(run: _Run, files: Mapping[str, bytes], name: str, kind: str) -> Do
     """Parse, secret scan and schema check one file (memoized on its path and content)."""
     raw = files.get(name)
     if raw is None:
-        run.loose.append(Problem(name, None, "", "file is missing"))
+        if name not in run.refused:
+            run.loose.append(Problem(name, None, "", "file is missing"))
         return None
+    if run.nodes > limits.MAX_YAML_NODES:
+        return None  # the first file over the budget says so
     key = (kind, name, raw)
     entry = run.cache.get(key)
     if entry is not None:
-        doc = Document(name, entry.text, entry.data, list(entry.problems))
+        doc = Document(name, entry.text, entry.data, list(entry.problems), entry.nodes)
     else:
         doc = parse(name, raw)
         ok = not doc.problems
         if ok:
             hide = frozenset(schema.find_secrets(doc))
             ok = schema.validate(doc, kind, hide=hide) and not hide
-        entry = run.cache[key] = Parsed(doc.text, doc.data, tuple(doc.problems), ok)
+        _cap(doc)
+        entry = run.cache[key] = Parsed(doc.text, doc.data, tuple(doc.problems), ok,
+                                        nodes=doc.nodes)
+    run.nodes += entry.nodes
+    if run.nodes > limits.MAX_YAML_NODES:
+        # Parsed data takes 150-350 bytes a node: this is what bounds the memory of a run.
+        run.loose.append(Problem(name, None, "", "the inventory's YAML files together have "
+                                 f"more than {limits.MAX_YAML_NODES:,} values: this file and "
+                                 "the rest are not read"))
+        return None
     run.docs[name] = doc
     run.entries[name] = entry
     return doc if entry.ok else None
+
+
+def _cap(doc: Document) -> None:
+    """At most MAX_PROBLEMS_PER_FILE problems of one file, then one line saying so: a file of
+    thousands of mistakes (or of a hostile pull request) gives a readable report."""
+    if len(doc.problems) > limits.MAX_PROBLEMS_PER_FILE:
+        del doc.problems[limits.MAX_PROBLEMS_PER_FILE:]
+        doc.problems.append(Problem(doc.file, None, "", "more problems in this file are not "
+                                    f"shown (the first {limits.MAX_PROBLEMS_PER_FILE} are)"))
 
 
 def _built(run: _Run, doc: Document, context: Any, build: Callable[..., Any], *args: Any) -> Built:
@@ -433,6 +460,7 @@ def parse_inventory(
     *,
     seniority: Mapping[str, int] | None = None,
     cache: ParseCache | None = None,
+    refused: Iterable[Problem] = (),
 ) -> tuple[Inventory, list[Problem]]:
     """Build the inventory from ``files`` (repository-relative POSIX path -> content).
 
@@ -440,15 +468,24 @@ def parse_inventory(
     it come after all ranked ones, by name. It orders IPAM claims (see :mod:`.ipam`).
     Returns every problem found, sorted; problem-free servers are usable even when others fail.
     ``cache``: share one dict between calls (two revisions) to parse each distinct file once.
+    ``refused``: a problem for each file the reader did not read (a symlink, over a limit;
+    :func:`read_worktree`, ``GitInventory.snapshot``): reported, and a server whose file it is
+    is rejected, not taken for removed.
     """
     with paused_gc():
-        return _parse_inventory(files, seniority, cache)
+        return _parse_inventory(files, seniority, cache, tuple(refused))
 
 
 def _parse_inventory(
-    files: Mapping[str, bytes], seniority: Mapping[str, int] | None, cache: ParseCache | None
+    files: Mapping[str, bytes], seniority: Mapping[str, int] | None, cache: ParseCache | None,
+    refused: tuple[Problem, ...],
 ) -> tuple[Inventory, list[Problem]]:
     run = _Run(cache=cache if cache is not None else {})
+    run.loose.extend(refused)
+    run.refused = frozenset(p.file for p in refused)
+    for path, name in server_files(dict.fromkeys(run.refused, b"")).items():
+        if path not in files:
+            run.rejected.add(name)
     subnets: dict[str, Subnet] = {}
     profiles: dict[str, Profile] = {}
     arts: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
@@ -533,6 +570,10 @@ def _parse_inventory(
         for p in files
         if p.startswith(TEMPLATES_DIR) and p.endswith(".j2")
     }
+    for name, text in sorted(templates.items()):
+        for line, label in schema.template_secrets(text):
+            run.loose.append(Problem(TEMPLATES_DIR + name, line, "",
+                                     f"looks like {label}: {schema.SECRET_HINT}"))
     problems = run.loose + [p for d in run.docs.values() for p in d.problems]
     inventory = Inventory(
         subnets=MappingProxyType(subnets),
@@ -546,6 +587,7 @@ def _parse_inventory(
         seniority=tuple(n for n in order if n in servers),
         built=MappingProxyType({n: memo[n] for n in servers}),
     )
+    forget_lines()
     return inventory, sort_problems(problems)
 
 
@@ -583,29 +625,185 @@ def _cross_checks(run: _Run, servers: Mapping[str, Server], order: list[str]) ->
                 run.rejected.add(name)
 
 
+# Opening a path component: never through a symlink (ELOOP instead), never blocking on a FIFO.
+_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_SYMLINK = "symlinks are not followed"
+
+
+# A path the report could not print as it is, or that could forge a line of it: control
+# characters (a newline), bytes that are not UTF-8 (surrogate escapes), their escapes instead.
+_ODD_NAME = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def odd_name(rel: str) -> Problem | None:
+    """A problem for a path with a name the report cannot print, else None."""
+    if not _ODD_NAME.search(rel):
+        return None
+    # a surrogate escape \udcXX stands for the byte XX
+    shown = _ODD_NAME.sub(lambda m: f"\\x{ord(m.group()) & 0xff:02x}", rel)
+    return Problem(shown, None, "", "the name has control characters or is not UTF-8: not read")
+
+
+def wanted(rel: str) -> bool:
+    """Whether ``rel`` (repository-relative) is an inventory file: the top-level YAML files,
+    servers/**/*.yaml|yml, templates/**/*.j2. Nothing else is ever read."""
+    if rel in (SUBNETS_FILE, PROFILES_FILE, POLICY_FILE):
+        return True
+    if rel.startswith(SERVERS_DIR):
+        return rel.endswith((".yaml", ".yml"))
+    return rel.startswith(TEMPLATES_DIR) and rel.endswith(".j2")
+
+
+@dataclass(slots=True)
+class _TreeReader:
+    """One reading of a working tree: regular files inside it only, within the limits."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    refused: list[Problem] = field(default_factory=list)
+    intake: limits.Intake = field(default_factory=limits.Intake)
+
+    def refuse(self, rel: str, message: str) -> None:
+        self.refused.append(Problem(rel, None, "", message))
+
+    def open(self, dir_fd: int, name: str, rel: str, flags: int = 0) -> int | None:
+        try:
+            return os.open(name, _OPEN | flags, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_symlink(dir_fd, name):
+                self.refuse(rel, _SYMLINK)  # ENOTDIR: asked for a directory (O_DIRECTORY)
+            elif exc.errno != errno.ENOTDIR:  # servers is a file: there is no server
+                self.refuse(rel, f"cannot be read: {exc.strerror}")
+            return None
+
+    def file(self, dir_fd: int, name: str, rel: str) -> None:
+        fd = self.open(dir_fd, name, rel)
+        if fd is None:
+            return
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                if not stat.S_ISDIR(st.st_mode) or rel.startswith((SERVERS_DIR, TEMPLATES_DIR)):
+                    self.refuse(rel, "not a regular file")
+                return
+            refusal = self.intake.file(st.st_size)
+            if refusal is not None:
+                self.refuse(rel, refusal)
+                return
+            data = _read_at_most(fd, limits.MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            self.refuse(rel, f"cannot be read: {exc.strerror}")
+            return
+        finally:
+            os.close(fd)
+        if len(data) > limits.MAX_FILE_BYTES:  # it grew after fstat
+            self.refuse(rel, f"file is more than {limits.size_text(limits.MAX_FILE_BYTES)}")
+            return
+        self.files[rel] = data
+
+    def directory(self, dir_fd: int, name: str, rel: str) -> None:
+        if rel.count("/") >= limits.MAX_DIRECTORY_DEPTH:
+            self.refuse(rel + "/", f"directories nested deeper than "
+                        f"{limits.MAX_DIRECTORY_DEPTH} levels are not read")
+            return
+        fd = self.open(dir_fd, name, rel, os.O_DIRECTORY)
+        if fd is None:
+            return
+        try:
+            with os.scandir(fd) as it:
+                # Never more entries than the intake has left: a directory of a million names
+                # costs no more than the limit.
+                entries = []
+                for entry in it:
+                    refusal = self.intake.entry()
+                    if refusal is not None:
+                        self.refuse(rel + "/", refusal)
+                        break
+                    entries.append((entry.name, entry.is_symlink(),
+                                    entry.is_dir(follow_symlinks=False)))
+            if any(child == ".git" for child, _, _ in entries):
+                # a checked-out submodule: a git revision's tree has it as a commit entry,
+                # which is not read either
+                self.refuse(rel, "submodules are not read")
+                return
+            for child, is_link, is_dir in sorted(entries):
+                sub = f"{rel}/{child}"
+                if self.intake.stopped:
+                    return
+                if (odd := odd_name(sub)) is not None:
+                    self.refused.append(odd)
+                elif is_dir:
+                    self.directory(fd, child, sub)
+                elif child.startswith("."):
+                    continue  # not an inventory file (nor an editor's lock file link)
+                elif is_link:
+                    self.refuse(sub, _SYMLINK)
+                elif wanted(sub):
+                    self.file(fd, child, sub)
+        finally:
+            os.close(fd)
+
+
+def _is_symlink(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks = []
+    size = 0
+    while size < limit:
+        chunk = os.read(fd, limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def read_worktree(root: Path) -> tuple[dict[str, bytes], list[Problem]]:
+    """The inventory files of a working tree, and a problem for each file not read.
+
+    Reads regular files inside ``root`` only (``root`` itself is the caller's choice). Every
+    path component below it is opened relative to its directory with ``O_NOFOLLOW``, so a
+    symlink anywhere -- ``servers/x.yaml`` to /etc/passwd, ``templates`` to another repository --
+    is refused ("symlinks are not followed") and nothing can swap one in between the check and
+    the read. Sizes, the total and the number of entries are checked before a byte is read
+    (:mod:`reconciler.model.limits`); files are read in path order, so the same tree gives the
+    same result.
+    """
+    reader = _TreeReader()
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in (SUBNETS_FILE, PROFILES_FILE, POLICY_FILE):
+            reader.file(root_fd, name, name)
+        for sub in (SERVERS_DIR, TEMPLATES_DIR):
+            if not reader.intake.stopped:
+                reader.directory(root_fd, sub.rstrip("/"), sub.rstrip("/"))
+    finally:
+        os.close(root_fd)
+    return reader.files, reader.refused
+
+
 def read_directory(root: Path) -> dict[str, bytes]:
-    """The inventory files of a working tree (YAML at the top, servers/**, templates/**)."""
-    out: dict[str, bytes] = {}
-    for name in (SUBNETS_FILE, PROFILES_FILE, POLICY_FILE):
-        if (root / name).is_file():
-            out[name] = (root / name).read_bytes()
-    for sub in (SERVERS_DIR, TEMPLATES_DIR):
-        base = root / sub
-        if base.is_dir():
-            for path in base.rglob("*"):
-                if path.is_file() and not path.name.startswith("."):
-                    out[path.relative_to(root).as_posix()] = path.read_bytes()
-    return out
+    """The inventory files of a working tree (YAML at the top, servers/**, templates/**);
+    files :func:`read_worktree` refuses are left out (it says why)."""
+    return read_worktree(root)[0]
 
 
 def load_inventory(
     root: Path, *, seniority: Mapping[str, int] | None = None
 ) -> tuple[Inventory, list[Problem]]:
     """Read and validate the inventory in directory ``root``."""
-    return parse_inventory(read_directory(root), seniority=seniority)
+    files, refused = read_worktree(root)
+    return parse_inventory(files, seniority=seniority, refused=refused)
 
 
 __all__ = [
     "Bmc", "CloudInit", "Disk", "Image", "Interface", "Inventory", "Profile", "Reserved",
     "Server", "Subnet", "dotted", "load_inventory", "parse_inventory", "read_directory",
+    "read_worktree",
 ]

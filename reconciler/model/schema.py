@@ -19,6 +19,7 @@ import jsonschema  # type: ignore[import-untyped]
 from referencing import Registry, Resource
 
 from reconciler import paths
+from reconciler.model.limits import MAX_PROBLEMS_PER_FILE
 from reconciler.model.yamlio import Document
 
 SCHEMA_FILES = {
@@ -149,6 +150,8 @@ def validate(doc: Document, kind: str, *, hide: frozenset[tuple[str | int, ...]]
     for error in validator.iter_errors(doc.data):
         ok = False
         for path, message in _describe(error):
+            if len(doc.problems) > MAX_PROBLEMS_PER_FILE:
+                return False  # the caller says that more are not shown
             if any(path[: len(h)] == h for h in hide):
                 continue
             doc.problems.append(doc.problem(path, message))
@@ -164,7 +167,7 @@ _SECRET_VALUES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
     (re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/@\s:]+:[^/@\s]+@"), "a URL with a password"),
 )
-_SECRET_HINT = "keep secrets out of the repository; name a credentials reference instead"
+SECRET_HINT = "keep secrets out of the repository; name a credentials reference instead"
 
 
 def _secret_key(key: str) -> bool:
@@ -211,10 +214,16 @@ def _may_hold_secrets(text: str) -> bool:
 
 
 def find_secrets(doc: Document) -> set[tuple[str | int, ...]]:
-    """Report values that look like passwords; return their paths so nothing echoes them."""
+    """Report values that look like passwords; return their paths so nothing echoes them.
+    Every such path is returned; problems stop at the per-file limit."""
     found: set[tuple[str | int, ...]] = set()
     if not _may_hold_secrets(doc.text):
         return found
+
+    def report(path: tuple[str | int, ...], message: str) -> None:
+        found.add(path)
+        if len(doc.problems) <= MAX_PROBLEMS_PER_FILE:
+            doc.problems.append(doc.problem(path, message))
 
     def walk(value: Any, path: tuple[str | int, ...]) -> None:
         kind = type(value)
@@ -224,15 +233,10 @@ def find_secrets(doc: Document) -> set[tuple[str | int, ...]]:
             if "@" in value or "-----BEGIN " in value:
                 for pattern, label in _SECRET_VALUES:
                     if pattern.search(value):
-                        found.add(path)
-                        doc.problems.append(
-                            doc.problem(path, f"looks like {label}: {_SECRET_HINT}"))
+                        report(path, f"looks like {label}: {SECRET_HINT}")
                         return
             if ":" in value and path[-2:] == ("bmc", "credentials"):
-                found.add(path)
-                doc.problems.append(
-                    doc.problem(path, f"looks like 'user:password': {_SECRET_HINT}")
-                )
+                report(path, f"looks like 'user:password': {SECRET_HINT}")
         elif kind is dict or (kind is not list and isinstance(value, dict)):
             for key, sub in value.items():
                 sub_path = (*path, str(key))
@@ -242,10 +246,7 @@ def find_secrets(doc: Document) -> set[tuple[str | int, ...]]:
                     and sub not in (None, "", [], {})
                     and not isinstance(sub, bool)
                 ):
-                    found.add(sub_path)
-                    doc.problems.append(
-                        doc.problem(sub_path, f"looks like a password: {_SECRET_HINT}")
-                    )
+                    report(sub_path, f"looks like a password: {SECRET_HINT}")
                     continue
                 walk(sub, sub_path)
         elif isinstance(value, list):
@@ -256,3 +257,30 @@ def find_secrets(doc: Document) -> set[tuple[str | int, ...]]:
 
     walk(doc.data, ())
     return found
+
+
+# A template is text, not YAML: its lines are screened. "key: value" where the key is a secret
+# key and the value is written in the template (not only a {{ expression }} of the inventory's
+# data, which is screened where it is written), and the value patterns anywhere.
+_TEMPLATE_KEY_LINE = re.compile(
+    r"""^[ \t]*(?:-[ \t]+)?["']?([A-Za-z0-9_.-]+)["']?[ \t]*:[ \t]+(\S.*?)[ \t]*$""", re.M)
+_EXPRESSION_ONLY = re.compile(r"^(\{\{.*?\}\}|\{%.*?%\}|[\s\"'])*$")
+_NOT_A_VALUE = frozenset(("~", "null", "true", "false", "yes", "no", "[]", "{}", "|", ">"))
+
+
+def template_secrets(text: str) -> list[tuple[int, str]]:
+    """(line, what it looks like) for each line of a template that looks like it holds a
+    secret. The caller reports them without the value, and renders no such template: its text
+    would otherwise be echoed by the messages of any error rendering it."""
+    found: list[tuple[int, str]] = []
+    if not _may_hold_secrets(text):
+        return found
+    for m in _TEMPLATE_KEY_LINE.finditer(text):
+        key, value = m.group(1), m.group(2)
+        if (_secret_key(key) and value.lower() not in _NOT_A_VALUE
+                and not _EXPRESSION_ONLY.match(value)):
+            found.append((text.count("\n", 0, m.start()) + 1, "a password"))
+    for pattern, label in _SECRET_VALUES:
+        for m in pattern.finditer(text):
+            found.append((text.count("\n", 0, m.start()) + 1, label))
+    return sorted(set(found))[:MAX_PROBLEMS_PER_FILE]

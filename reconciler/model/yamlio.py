@@ -4,6 +4,18 @@ Simple files (nearly all of them) are read by :func:`fast_load`, a line reader f
 unambiguous subset of block YAML; anything else is parsed by libyaml (``CSafeLoader``). Lines
 are needed only for files that have problems, so the node tree is composed a second time,
 lazily, by :meth:`Document.line`.
+
+Inventory files are hostile input (whoever opens a pull request writes them), so whatever the
+text, parsing takes time and memory linear in its size (at most
+:data:`~reconciler.model.limits.MAX_FILE_BYTES`):
+
+- **No aliases.** An alias makes the document a graph that every reader after the parser walks
+  as a tree: nine nested anchors of nine aliases each ("billion laughs") are a few hundred bytes
+  of text and 10**9 nodes of data. Inventories have no use for them (profiles share settings),
+  so a file with one is refused with a problem on the alias's line, before any data is built.
+  The fast reader declines anchors, so only the libyaml path sees them.
+- **Nesting depth** is at most :data:`~reconciler.model.limits.MAX_YAML_DEPTH`: the readers
+  after the parser recurse.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from reconciler.model.limits import MAX_YAML_DEPTH
 from reconciler.model.problems import Problem, dotted
 
 _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -48,20 +61,44 @@ class Document:
     text: str
     data: Any = None
     problems: list[Problem] = field(default_factory=list)
+    nodes: int = 0  # mappings, lists and scalars (keys too): what the data costs to hold
     _lines: dict[tuple[str | int, ...], int] | None = None
 
     def line(self, path: tuple[str | int, ...]) -> int | None:
         """Line (1-based) of the node at ``path``, or of its nearest existing ancestor."""
-        if self._lines is None:
-            self._lines = _line_map(self.text)
+        lines = self._lines
+        if lines is None:
+            global _recent_lines
+            recent = _recent_lines
+            if recent is not None and recent[0] is self.text:
+                lines = recent[1]
+            else:
+                lines = _line_map(self.text)
+                if self.nodes <= _KEEP_LINES:
+                    self._lines = lines
+                else:
+                    _recent_lines = (self.text, lines)
         while path:
-            if path in self._lines:
-                return self._lines[path]
+            if path in lines:
+                return lines[path]
             path = path[:-1]
-        return self._lines.get((), None)
+        return lines.get((), None)
 
     def problem(self, path: tuple[str | int, ...], message: str) -> Problem:
         return Problem(self.file, self.line(path), dotted(path), message)
+
+
+# A line map holds a path per node. A big document's is kept only until another big document
+# needs one (problems come in bursts, file by file): all of them at once would be most of what
+# an inventory of dense files makes validation hold.
+_KEEP_LINES = 2_000
+_recent_lines: tuple[str, dict[tuple[str | int, ...], int]] | None = None
+
+
+def forget_lines() -> None:
+    """Drop the line map kept for the last big document (at the end of a parse)."""
+    global _recent_lines
+    _recent_lines = None
 
 
 def parse(file: str, raw: bytes) -> Document:
@@ -70,13 +107,18 @@ def parse(file: str, raw: bytes) -> Document:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Document(file, "", problems=[Problem(file, None, "", f"not UTF-8: {exc.reason}")])
-    data = fast_load(text)
+    data, nodes = _fast_load(text)
     if data is not _NOT_SIMPLE:
-        return Document(file, text, data)
+        return Document(file, text, data, nodes=nodes)
     doc = Document(file, text)
     loader = _CheckingLoader(text)
     try:
         node = loader.get_single_node()
+        refusal = None if node is None else _refusal(node, text, doc)
+        if refusal is not None:
+            line, message = refusal
+            doc.problems.append(Problem(file, line, "", message))
+            return doc
         doc.data = None if node is None else _build(node, loader, set())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -97,6 +139,46 @@ def parse(file: str, raw: bytes) -> Document:
             path = dup_paths.get(line, ())
             doc.problems.append(Problem(file, line, dotted(path), "duplicate key"))
     return doc
+
+
+def _refusal(root: yaml.Node, text: str, doc: Document) -> tuple[int | None, str] | None:
+    """(line, message) when the composed document uses an alias or nests too deep, else None;
+    counts ``doc.nodes``.
+
+    One walk with an explicit stack (no recursion), visiting each node once: libyaml composes an
+    alias as a second reference to the anchored node, so the first node met twice is one.
+    """
+    seen: set[int] = set()
+    todo: list[tuple[yaml.Node, int]] = [(root, 0)]
+    while todo:
+        doc.nodes += 1
+        node, depth = todo.pop()
+        if id(node) in seen:
+            return _alias_line(text, node), "YAML aliases are not allowed"
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            continue
+        if depth == MAX_YAML_DEPTH:
+            return (node.start_mark.line + 1,
+                    f"nested deeper than {MAX_YAML_DEPTH} levels of mappings and lists")
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                todo.append((value_node, depth + 1))
+                todo.append((key_node, depth + 1))
+        else:
+            todo.extend((item, depth + 1) for item in reversed(node.value))
+    return None
+
+
+def _alias_line(text: str, node: yaml.Node) -> int:
+    """Line of the first alias in ``text`` (the node it names, if the scanner cannot say)."""
+    try:
+        for token in yaml.scan(text, Loader=_Loader):
+            if isinstance(token, yaml.AliasToken):
+                return int(token.start_mark.line) + 1
+    except yaml.YAMLError:
+        pass
+    return int(node.start_mark.line) + 1
 
 
 _STR = "tag:yaml.org,2002:str"
@@ -355,7 +437,15 @@ def _block(lines: list[list[Any]], i: int, indent: int) -> tuple[Any, int]:
     return _mapping(lines, i, indent)
 
 
+# Every level of nesting the line reader takes indents a mapping further (a list under a key
+# may share the key's column, its "- key:" items are two further): declining mappings from this
+# column on keeps what it returns within MAX_YAML_DEPTH levels, and its recursion shallow.
+_DEEPEST = MAX_YAML_DEPTH // 2 - 1
+
+
 def _mapping(lines: list[list[Any]], i: int, indent: int) -> tuple[dict[str, Any], int]:
+    if indent >= _DEEPEST:
+        raise _NotSimple  # libyaml reads it, and the depth limit is applied there
     out: dict[str, Any] = {}
     n = len(lines)
     while i < n:
@@ -412,13 +502,21 @@ def _sequence(lines: list[list[Any]], i: int, indent: int) -> tuple[list[Any], i
 
 def fast_load(text: str) -> Any:
     """The data of a simple document, or ``_NOT_SIMPLE`` (then use libyaml)."""
+    return _fast_load(text)[0]
+
+
+def _fast_load(text: str) -> tuple[Any, int]:
+    """:func:`fast_load`, and how many nodes the data has at most (a line is a key and a
+    value; a comma one more item)."""
     if _ODD.search(text):
-        return _NOT_SIMPLE
+        return _NOT_SIMPLE, 0
     lines = _lines(text)
     if not lines:
-        return _NOT_SIMPLE
+        return _NOT_SIMPLE, 0
     try:
         data, end = _block(lines, 0, lines[0][0])
     except (_NotSimple, IndexError):
-        return _NOT_SIMPLE
-    return data if end == len(lines) else _NOT_SIMPLE
+        return _NOT_SIMPLE, 0
+    if end != len(lines):
+        return _NOT_SIMPLE, 0
+    return data, 2 * len(lines) + text.count(",")

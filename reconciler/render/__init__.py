@@ -12,9 +12,10 @@ from reconciler.render.renderer import (
     Renderer,
     RenderSettings,
     TemplateError,
+    TemplateRefused,
     render_host,
     template_problems,
 )
 
 __all__ = ["DEFAULT_PUBLIC_URL", "RenderSettings", "RenderedHost", "Renderer", "TemplateError",
-           "render_host", "template_problems"]
+           "TemplateRefused", "render_host", "template_problems"]

@@ -2,7 +2,11 @@
 
 Templates come from the project's ``templates/`` and, file by file, from the inventory's own
 ``templates/`` (same names win). Jinja runs with ``StrictUndefined``: a misspelt variable is an
-error naming the template, never an empty string on a server.
+error naming the template, never an empty string on a server. Every template runs in Jinja's
+immutable sandbox; an inventory's templates are hostile input, so when it has any, all run in
+:class:`~reconciler.render.sandbox.BoundedSandbox`, which also bounds their time, output and
+memory (see that module). What the sandbox refuses is a :class:`TemplateRefused` naming the
+template's file and line.
 
 Build request (seed: "Overlay files for provisioning image" / "... for inspection image"):
 
@@ -23,7 +27,8 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from pathlib import Path
@@ -32,13 +37,16 @@ from typing import Any
 
 import jinja2
 import yaml
+from jinja2.exceptions import SecurityError
 
 from reconciler import paths
 from reconciler.errors import InputError
+from reconciler.model import limits, schema
 from reconciler.model.bulk import paused_gc
 from reconciler.model.desired import DesiredHost, merge_user_data
-from reconciler.model.inventory import Inventory
+from reconciler.model.inventory import TEMPLATES_DIR, Inventory
 from reconciler.model.problems import Problem
+from reconciler.render.sandbox import BoundedSandbox, Deadline, Sandbox, render_bounded, where
 
 DEFAULT_PUBLIC_URL = "http://198.18.0.1:8080"
 SEED_DIR = "/var/lib/cloud/seed/nocloud"
@@ -176,13 +184,47 @@ def _to_yaml(value: Any) -> str:
     return "".join(out)
 
 
+class _Overrides(jinja2.BaseLoader):
+    """The inventory's templates, each named by its file (``templates/<name>``) in tracebacks
+    and problems."""
+
+    def __init__(self, templates: Mapping[str, str]) -> None:
+        self.templates = templates
+
+    def get_source(self, environment: jinja2.Environment,
+                   template: str) -> tuple[str, str, Callable[[], bool]]:
+        if template not in self.templates:
+            raise jinja2.TemplateNotFound(template)
+        return self.templates[template], TEMPLATES_DIR + template, lambda: True
+
+
+_OPTIONS: dict[str, Any] = {"undefined": jinja2.StrictUndefined, "autoescape": False,
+                            "keep_trailing_newline": True, "trim_blocks": True,
+                            "lstrip_blocks": True}
+
+
 @functools.lru_cache(maxsize=16)
 def _environment(overrides: tuple[tuple[str, str], ...], base: str) -> jinja2.Environment:
-    loader = jinja2.ChoiceLoader([jinja2.DictLoader(dict(overrides)),
-                                  jinja2.FileSystemLoader(base)])
-    env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, autoescape=False,
-                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
-    env.filters["to_yaml"] = _to_yaml
+    project = jinja2.FileSystemLoader(base)
+    if not overrides:
+        env = Sandbox(loader=project, **_OPTIONS)
+        env.filters["to_yaml"] = _to_yaml
+        return env
+    env = BoundedSandbox(loader=jinja2.ChoiceLoader([_Overrides(dict(overrides)), project]),
+                         filters={"to_yaml": _to_yaml}, **_OPTIONS)
+    # Before anything compiles: compiling costs ~4 KB and 20 us a token (list literals, 64 KiB
+    # of them: 250 MB, 1.2 s), so the inventory's templates have MAX_TEMPLATE_TOKENS together.
+    tokens = 0
+    for name, text in overrides:
+        try:
+            for _ in env.lex(text):
+                tokens += 1
+                if tokens > limits.MAX_TEMPLATE_TOKENS:
+                    raise TemplateError(
+                        TEMPLATES_DIR + name, None, "the inventory's templates together are "
+                        f"over {limits.MAX_TEMPLATE_TOKENS:,} Jinja tokens: not compiled")
+        except jinja2.TemplateSyntaxError:
+            pass  # reported when it compiles
     return env
 
 
@@ -199,25 +241,40 @@ class TemplateError(InputError):
         self.file, self.line, self.reason = file, line, reason
 
 
+class TemplateRefused(TemplateError):
+    """The sandbox refused what a template did (reached for Python internals, or went past a
+    bound of :mod:`reconciler.model.limits`): a property of the template, not of a host."""
+
+
 class Renderer:
     """Renders hosts of one inventory (its template overrides) with one set of settings."""
 
     def __init__(self, overrides: Mapping[str, str] | None = None,
-                 settings: RenderSettings | None = None) -> None:
+                 settings: RenderSettings | None = None, *,
+                 deadline: Deadline | None = None) -> None:
+        """``deadline``: no render of an inventory's templates runs past it (each also has
+        RENDER_SECONDS of its own)."""
         self.settings = settings or RenderSettings()
         self.overrides = dict(overrides or {})
+        self.deadline = deadline
         base = self.settings.templates_dir or paths.templates_dir()
         self._env = _environment(tuple(sorted(self.overrides.items())), str(base))
+        self._bounded = isinstance(self._env, BoundedSandbox)
         self._templates = {}
         for name in TEMPLATE_NAMES:
+            file = f"templates/{name}" if name in self.overrides else str(base / name)
             try:
                 template = self._env.get_template(name)
             except jinja2.TemplateNotFound:
                 raise InputError(f"template {name} not found in {base}") from None
             except jinja2.TemplateSyntaxError as exc:
-                where = f"templates/{name}" if name in self.overrides else str(base / name)
-                raise TemplateError(where, exc.lineno,
+                raise TemplateError(file, exc.lineno,
                                     f"template syntax error: {exc.message}") from None
+            except Exception as exc:  # RecursionError, SyntaxError: nesting Jinja or Python
+                if name not in self.overrides:  # cannot compile (the message is the source)
+                    raise
+                raise TemplateError(file, None, "template does not compile: "
+                                    f"{type(exc).__name__}") from None
             # Every render copies the template's globals into a new context; Jinja keeps them
             # as a ChainMap over the environment's, which copies key by key in Python. Ours never
             # change after _environment() returns, so a flat dict holds the same names.
@@ -226,7 +283,25 @@ class Renderer:
 
     def _render(self, name: str, context: Mapping[str, Any]) -> str:
         try:
-            text = self._templates[name].render(context)
+            if self._bounded:
+                deadline = Deadline(time.monotonic() + limits.RENDER_SECONDS,
+                                    f"rendering took longer than the {limits.RENDER_SECONDS:g} "
+                                    "s allowed")
+                if self.deadline is not None and self.deadline.at < deadline.at:
+                    deadline = self.deadline
+                text = render_bounded(self._templates[name], context, deadline=deadline)
+            else:
+                text = self._templates[name].render(context)
+                if len(text) > limits.MAX_RENDERED_BYTES:
+                    raise InputError(f"template {name} rendered {len(text):,} characters, "
+                                     "more than "
+                                     f"{limits.size_text(limits.MAX_RENDERED_BYTES)}")
+        except SecurityError as exc:
+            file, line = where(exc) or (f"templates/{name}", None)
+            raise TemplateRefused(file, line, f"refused: {exc}") from None
+        except RecursionError:
+            file, line = f"templates/{name}", None
+            raise TemplateRefused(file, line, "refused: recursion too deep") from None
         except jinja2.UndefinedError as exc:
             raise InputError(f"template {name}: {exc.message}", hint="see docs/inventory.md "
                              "for the variables each template gets") from None
@@ -238,11 +313,18 @@ class Renderer:
             raise InputError(f"templates/{name}: {type(exc).__name__}: {exc}") from None
         if name in self.overrides:
             # Project templates are proven by golden tests; an override is checked every time.
+            # Composed, not constructed: libyaml's composer is linear in the text and nests at
+            # most 1,000 deep, where building Python objects would recurse past Python's limit.
             body = text.split("\n", 1)[1] if text.startswith("#cloud-config") else text
             try:
-                yaml.load(body, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-            except yaml.YAMLError as exc:
-                raise InputError(f"templates/{name} rendered invalid YAML: {exc}") from None
+                yaml.compose(body, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            except yaml.MarkedYAMLError as exc:  # the problem and its place, not the text
+                mark = exc.problem_mark or exc.context_mark
+                at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+                raise InputError(f"templates/{name} rendered invalid YAML: "
+                                 f"{exc.problem or exc.context}{at}") from None
+            except yaml.YAMLError:
+                raise InputError(f"templates/{name} rendered invalid YAML") from None
         return text
 
     def render(self, host: DesiredHost, purpose: str = "provision", *,
@@ -343,18 +425,35 @@ _CHECK_ID = "00000000-0000-4000-8000-000000000000"
 def template_problems(inventory: Inventory, hosts: Mapping[str, DesiredHost]) -> list[Problem]:
     """Problems of the inventory's own templates: each must compile and render every valid host
     for both purposes. Project templates are proven by golden tests, so an inventory without
-    overrides has none to check (and costs nothing)."""
+    overrides has none to check (and costs nothing).
+
+    A refusal (the sandbox's, or a limit's) is one problem on the template's line and ends the
+    check: it is the template's, and a template that is slow for one host is slow for all. The
+    whole check has CHECK_SECONDS, plus CHECK_SECONDS_PER_RENDER a render. A template that
+    looks like it holds a secret is not rendered at all (parse_inventory reports it): the
+    messages of errors rendering it could echo its text.
+    """
     if not inventory.templates:
         return []
+    if any(schema.template_secrets(text) for text in inventory.templates.values()):
+        return []
+    seconds = limits.CHECK_SECONDS + limits.CHECK_SECONDS_PER_RENDER * len(hosts) * len(PURPOSES)
+    deadline = Deadline(time.monotonic() + seconds, "rendering every host took longer than the "
+                        f"{seconds:g} s allowed ({limits.CHECK_SECONDS:g} s, and "
+                        f"{limits.CHECK_SECONDS_PER_RENDER * 1000:g} ms a render)")
     try:
-        renderer = Renderer(inventory.templates)
+        renderer = Renderer(inventory.templates, deadline=deadline)
     except TemplateError as exc:
         return [Problem(exc.file, exc.line, "", exc.reason)]
-    problems = []
+    problems: list[Problem] = []
     for purpose in PURPOSES:
-        _, failed = renderer.render_all(hosts, purpose, inspection_id=_CHECK_ID)
-        problems += [Problem(hosts[name].file, None, "", f"rendering for {purpose}: {error}")
-                     for name, error in failed.items()]
+        for host in hosts.values():
+            try:
+                renderer.render(host, purpose, inspection_id=_CHECK_ID)
+            except TemplateRefused as exc:
+                return problems + [Problem(exc.file, exc.line, "", exc.reason)]
+            except InputError as exc:
+                problems.append(Problem(host.file, None, "", f"rendering for {purpose}: {exc}"))
     return problems
 
 
