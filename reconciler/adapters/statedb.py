@@ -157,8 +157,9 @@ class StateDB:
                 "INSERT INTO history (host, workflow, step, started) VALUES (?, ?, ?, ?)",
                 (status.name, status.workflow, status.step, started))
             db.execute(
-                "DELETE FROM history WHERE host = ? AND id <= ?",
-                (status.name, (cur.lastrowid or 0) - HISTORY_KEEP))
+                "DELETE FROM history WHERE host = ? AND id < (SELECT min(id) FROM (SELECT id "
+                "FROM history WHERE host = ? ORDER BY id DESC LIMIT ?))",
+                (status.name, status.name, HISTORY_KEEP))
             return int(cur.lastrowid or 0)
 
     def end_step(self, run_id: int, status: HostStatus, ended: float, result: str,
