@@ -720,8 +720,11 @@ class _TreeReader:
                     if refusal is not None:
                         self.refuse(rel + "/", refusal)
                         break
-                    entries.append((entry.name, entry.is_symlink(),
-                                    entry.is_dir(follow_symlinks=False)))
+                    try:
+                        entries.append((entry.name, entry.is_symlink(),
+                                        entry.is_dir(follow_symlinks=False)))
+                    except OSError:
+                        continue  # gone since it was listed
             if any(child == ".git" for child, _, _ in entries):
                 # a checked-out submodule: a git revision's tree has it as a commit entry,
                 # which is not read either

@@ -141,8 +141,11 @@ def _describe(error: jsonschema.ValidationError) -> Iterator[tuple[tuple[str | i
 def validate(doc: Document, kind: str, *, hide: frozenset[tuple[str | int, ...]]) -> bool:
     """Append schema problems to ``doc``; ``hide`` holds paths never to echo (secrets)."""
     fast = _fast_validators().get(kind)
-    if fast is not None and fast.is_valid(doc.data):
-        return True
+    try:
+        if fast is not None and fast.is_valid(doc.data):
+            return True
+    except ValueError:  # what the Rust engine cannot take (a key that is not a string)
+        pass
     # Slow path only for documents with errors: jsonschema's errors carry the schema node
     # (title, keyword) our messages are made from.
     validator = _validators()[kind]

@@ -107,7 +107,10 @@ def parse(file: str, raw: bytes) -> Document:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Document(file, "", problems=[Problem(file, None, "", f"not UTF-8: {exc.reason}")])
-    data, nodes = _fast_load(text)
+    try:
+        data, nodes = _fast_load(text)
+    except ValueError:  # an integer past Python's 4,300 digits: libyaml's path reports it
+        data, nodes = _NOT_SIMPLE, 0
     if data is not _NOT_SIMPLE:
         return Document(file, text, data, nodes=nodes)
     doc = Document(file, text)
@@ -130,6 +133,15 @@ def parse(file: str, raw: bytes) -> Document:
         return doc
     except yaml.YAMLError as exc:
         doc.problems.append(Problem(file, None, "", f"YAML error: {exc}"))
+        return doc
+    except Exception as exc:  # PyYAML's constructors, on hostile input
+        # A value its type's constructor refuses: a date 2024-13-45, an integer of more than
+        # the 4,300 digits Python converts, an empty !!int (IndexError). Never a traceback.
+        what = str(exc).split(";")[0]
+        if not isinstance(exc, ValueError):
+            what = f"{type(exc).__name__}: {what}"
+        doc.problems.append(Problem(file, None, "", f"YAML value that cannot be read: {what}"))
+        doc.data = None
         return doc
     finally:
         loader.dispose()

@@ -380,6 +380,21 @@ def test_deep_nesting_is_a_problem_not_a_recursion_error(text: str, line: int) -
         f"servers/deep.yaml:{line}: nested deeper than 64 levels of mappings and lists"]
 
 
+@pytest.mark.parametrize("text, message", [
+    ("state: " + "1" * 5000 + "\n", "Exceeds the limit (4300 digits) for integer string "
+     "conversion: value has 5000 digits"),  # the fast reader's path
+    ("bmc: {port: " + "1" * 5000 + "}\n", "Exceeds the limit (4300 digits) for integer "
+     "string conversion: value has 5000 digits"),  # libyaml's
+    ("state: 2024-13-45\n", "month must be in 1..12"),
+])
+def test_values_python_cannot_build_are_problems_not_tracebacks(text: str, message: str) -> None:
+    files = example_files()
+    files["servers/n1.yaml"] = text.encode()
+    _, problems = parse_inventory(files)
+    assert [str(p) for p in problems] == [f"servers/n1.yaml: YAML value that cannot be read: "
+                                          f"{message}"]
+
+
 # -- 4. sizes, totals, counts ---------------------------------------------------------------
 
 
