@@ -395,6 +395,13 @@ def test_values_python_cannot_build_are_problems_not_tracebacks(text: str, messa
                                           f"{message}"]
 
 
+def test_keys_that_are_not_strings_are_problems_not_tracebacks() -> None:
+    files = example_files()
+    files["servers/n1.yaml"] = b"state: off\n1: x\n? [a]\n: b\n"
+    _, problems = parse_inventory(files)
+    assert [p.file for p in problems] == ["servers/n1.yaml"]
+
+
 # -- 4. sizes, totals, counts ---------------------------------------------------------------
 
 
