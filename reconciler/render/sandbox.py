@@ -20,12 +20,15 @@ each breach raises :class:`LimitExceeded` (a ``SecurityError``) from the templat
   tuple or dict literal, a ``~`` concatenation -- holds at most ``MAX_VALUE_SIZE`` characters and
   items, counted through nested containers; integers at most ``MAX_INT_BITS`` bits. A filter
   that returns an iterator (``map``, ``select`` ...) returns a list, counted as it fills;
-- **calls**: before a call or a filter runs, the product of its two largest arguments' sizes
-  (the method's own string among them; a number counts as its value where it is a width or a
-  count: ``ljust``, ``center``, ``indent``, ``batch`` ...) is at most ``MAX_OPERATION_SIZE``, so
-  no single call allocates past it (``sep.join(items)``, ``s.replace('', big)``,
-  ``indent(1000)`` of many lines). A format string (``%``, ``format``, ``str.format``) may not
-  ask for a width over ``MAX_VALUE_SIZE`` or take one from its arguments;
+- **calls**: before a method or a filter whose output can be a product of its arguments'
+  sizes runs (``join``, ``replace``, ``indent``, ``center``, ``ljust``, ``batch``, ``format``
+  ...: ``_MULTIPLYING_METHODS``, ``_MULTIPLYING_FILTERS``), the product of its two largest
+  arguments' sizes (the method's own string among them; a number counts as its value where it
+  is a width or a count) is at most ``MAX_OPERATION_SIZE``, so no single call allocates past it
+  (``sep.join(items)``, ``s.replace('', big)``, ``indent(1000)`` of many lines); every other
+  call's output is linear in its input and only checked after it. A format string (``%``,
+  ``format``, ``str.format``) may not ask for a width over ``MAX_VALUE_SIZE`` or take one from
+  its arguments;
 - **output**: all one render writes, macro and ``set`` buffers included, is at most
   ``MAX_WRITTEN_BYTES``; the file it renders at most ``MAX_RENDERED_BYTES``, counted as it
   streams (:func:`render_bounded`);
@@ -75,9 +78,15 @@ from reconciler.model.limits import (
 MAX_RANGE = 100_000  # as Jinja's sandbox: range() longer than this is refused
 _WITHHELD_FILTERS = frozenset(("wordwrap", "urlize", "striptags", "random"))
 _WITHHELD_GLOBALS = frozenset(("lipsum",))
-# Calls whose integer arguments are widths or counts: there a number counts as its value.
+# The builtin methods and filters whose output can be a product of their arguments' sizes
+# (every other one's is linear in its input); their arguments are checked before they run.
+_MULTIPLYING_METHODS = frozenset(("join", "replace", "translate", "center", "ljust", "rjust",
+                                  "zfill", "expandtabs", "to_bytes"))
+_MULTIPLYING_FILTERS = frozenset(("join", "replace", "indent", "center", "batch", "slice",
+                                  "format", "tojson"))
+# ... and of those, where an integer argument is a width or a count: it counts as its value.
 _SIZE_METHODS = frozenset(("center", "ljust", "rjust", "zfill", "expandtabs", "to_bytes"))
-_SIZE_FILTERS = frozenset(("center", "indent", "truncate", "batch", "slice", "tojson"))
+_SIZE_FILTERS = frozenset(("center", "indent", "batch", "slice", "tojson"))
 _STEPS = "reconciler.steps"  # the loop filter; no template can name it (not an identifier)
 _NUMBER_IN_FORMAT = re.compile(r"[0-9]{7,}")
 
@@ -222,12 +231,14 @@ def _check_format(fmt: Any) -> None:
 
 
 def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    multiplying = name in _MULTIPLYING_FILTERS
     numbers = name in _SIZE_FILTERS
 
     @functools.wraps(func)
     def bounded(*args: Any, **kwargs: Any) -> Any:
         _tick()
-        _check_arguments(list(args), kwargs, numbers=numbers)
+        if multiplying:
+            _check_arguments(list(args), kwargs, numbers=numbers)
         if name == "format" and args:
             _check_format(args[0])
         return _check_value(func(*args, **kwargs))
@@ -420,11 +431,11 @@ class BoundedSandbox(Sandbox):
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _tick()
-        if __obj is not _range:  # which checks its length itself
-            receiver = getattr(__obj, "__self__", None)
-            numbers = isinstance(receiver, str | bytes | int) and \
-                getattr(__obj, "__name__", "") in _SIZE_METHODS
-            mine = [receiver] if isinstance(receiver, str | bytes | list | tuple | dict) else []
+        receiver = getattr(__obj, "__self__", None)
+        if isinstance(receiver, str | bytes | int) and \
+                getattr(__obj, "__name__", "") in _MULTIPLYING_METHODS:
+            numbers = __obj.__name__ in _SIZE_METHODS
+            mine = [] if isinstance(receiver, int) else [receiver]
             _check_arguments([*mine, *args], kwargs, numbers=numbers)
         return _check_value(super().call(__context, __obj, *args, **kwargs))
 

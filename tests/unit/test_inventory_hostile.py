@@ -210,6 +210,16 @@ body: |
         "sum: 6", 'nics: ["eth0"]', "list: [0, 1, 2]", "body: |", "  a", "  b"]
 
 
+def test_calls_that_do_not_multiply_take_large_arguments() -> None:
+    # two 20 KB strings: their product would be past 16 MiB, but neither call multiplies
+    problems = _template_problems(
+        "{% macro both(a, b) %}{{ a|length + b|length }}{% endmacro %}"
+        "{% set a = 'a' * 20000 %}{% set b = 'b' * 20000 %}"
+        "total: {{ both(a, b) }}\nsame: {{ (none|default(a)) == a }}\n"
+        "parts: {{ a.partition(b)|length }}")
+    assert problems == []
+
+
 # -- 2. symlinks and other files that are not regular files --------------------------------
 
 
