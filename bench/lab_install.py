@@ -125,7 +125,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-lab-"))
     paths = LabPaths(work / "lab")
     options = lifecycle.UpOptions(hosts=1, secrets_dir=work / "secrets", service=(
-        lifecycle.ServiceOptions((), reconcile=images.images_dir, states={HOST: "off"})))
+        lifecycle.ServiceOptions(images.images_dir, states={HOST: "off"})))
     load = os.getloadavg()[0]
     try:
         state = lifecycle.up(paths, options)

@@ -7,7 +7,6 @@ import asyncio
 import importlib
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import yaml
 
 from reconciler.errors import InputError, ToolMissing
 from reconciler.lab import lifecycle
-from reconciler.lab.spec import GATEWAY, SERVICE_PORT, SERVICE_URL, LabPaths
+from reconciler.lab.spec import LabPaths
 from reconciler.lab.state import LabState
 
 LOG = logging.getLogger(__name__)
@@ -97,8 +96,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--inventory",
         type=Path,
         default=None,
-        help="inventory whose server with the host's MAC gives its address (default: "
-        "inventory-example/)",
+        help="inventory directory whose server with the host's BMC system or MAC to boot "
+        "(default: the lab's inventory repository)",
     )
     p_boot.add_argument(
         "--inspect",
@@ -117,36 +116,20 @@ def lab_paths(args: argparse.Namespace) -> LabPaths:
     return LabPaths(root.resolve())
 
 
-def service_argv(images: Path, data: Path) -> tuple[str, ...]:
-    """``reconciler serve`` bound to the lab's gateway address."""
-    if not images.is_dir():
-        raise InputError(f"--images: {images} is not a directory")
-    return (
-        sys.executable, "-m", "reconciler", "serve",
-        "--listen", f"{GATEWAY}:{SERVICE_PORT}",
-        "--images", str(images.resolve()),
-        "--data-dir", str(data),
-        "--public-url", SERVICE_URL,
-        # The orchestrator reaches the service from inside the lab, from the gateway address;
-        # VMs and the BMC (the rest of the subnet) get only artifacts and checkin updates.
-        "--trusted", "127.0.0.0/8",
-        "--trusted", f"{GATEWAY}/32",
-    )
-
-
 def cmd_up(args: argparse.Namespace) -> int:
     require_lab_extra()
     paths = lab_paths(args)
     service = None
     if args.images is not None:
-        if args.images.is_dir() and not (args.images / args.arch).is_dir():
+        if not args.images.is_dir():
+            raise InputError(f"--images: {args.images} is not a directory",
+                             hint="reconciler images ensure prints the directory")
+        if not (args.images / args.arch).is_dir():
             raise InputError(
                 f"--images: {args.images} has no {args.arch}/ directory of base artifacts",
                 hint="reconciler images ensure prints one, or reconciler images build --out DIR",
             )
-        service = lifecycle.ServiceOptions(
-            service_argv(args.images, paths.root / "service"),
-            reconcile=None if args.service_only else args.images)
+        service = lifecycle.ServiceOptions(args.images, reconcile=not args.service_only)
     options = lifecycle.UpOptions(
         hosts=args.hosts,
         arch=args.arch,
@@ -213,8 +196,9 @@ def cmd_boot(args: argparse.Namespace) -> int:
     inside the lab's network namespace, with a state directory of its own (``<lab>/boot``)."""
     import json
 
-    from reconciler.lab import netns
+    from reconciler.lab import gitops, netns
     from reconciler.lab.state import load
+    from reconciler.model.inventory import read_directory
     from reconciler.paths import example_inventory
 
     paths = lab_paths(args)
@@ -223,7 +207,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
         raise InputError(f"no lab at {paths.root}", hint="run `reconciler lab up --images DIR`")
     if not state.service_running:
         raise InputError("the lab runs no build service", hint="`reconciler lab up --images DIR`")
-    if state.inventory_repo and not args.inspect:
+    if state.reconciler_data and not args.inspect:
         raise InputError(
             f"the lab's hosts are provisioned by `reconciler run` from {state.inventory_repo}",
             hint="change a server by pushing to that repository; for hand-driven boots "
@@ -233,8 +217,13 @@ def cmd_boot(args: argparse.Namespace) -> int:
         raise InputError(f"--host: the lab has hosts 1..{len(hosts)}")
     lab_host = hosts[args.host]
     workflow = "inspect" if args.inspect else "provision"
-    inventory_dir = args.inventory or example_inventory()
-    host, templates = _lab_server(inventory_dir, lab_host.mac, lab_host.system_id)
+    if args.inventory is not None:
+        source, files = str(args.inventory), read_directory(args.inventory)
+    elif state.inventory_repo:
+        source, files = state.inventory_repo, gitops.inventory_files(paths)
+    else:
+        source, files = str(example_inventory()), read_directory(example_inventory())
+    host, templates = _lab_server(source, files, lab_host.mac, lab_host.system_id)
     data = paths.root / "boot"
     result = netns.call_in_netns(state.namespace, lambda: asyncio.run(
         _engine_boot(state, data, host, templates, workflow, args.timeout)))
@@ -247,19 +236,20 @@ def cmd_boot(args: argparse.Namespace) -> int:
     return 0 if result["ok"] else 1
 
 
-def _lab_server(inventory_dir: Path, mac: str, system_id: str) -> tuple[Any, dict[str, str]]:
+def _lab_server(source: str, files: dict[str, bytes], mac: str,
+                system_id: str) -> tuple[Any, dict[str, str]]:
     """The inventory's server for a lab host (by BMC system id, else by MAC)."""
     from reconciler.model.desired import desired_hosts
-    from reconciler.model.inventory import load_inventory
+    from reconciler.model.inventory import parse_inventory
 
-    inventory, problems = load_inventory(inventory_dir)
+    inventory, problems = parse_inventory(files)
     if problems:
-        raise InputError(f"{inventory_dir}/{problems[0]}", hint=f"{len(problems)} problem(s)")
+        raise InputError(f"{source}: {problems[0]}", hint=f"{len(problems)} problem(s)")
     found = desired_hosts(inventory)
     for h in found.values():
         if h.bmc.system_id == system_id or any(i.mac == mac for i in h.interfaces):
             return h, dict(inventory.templates)
-    raise InputError(f"{inventory_dir}: no server has BMC system {system_id} or MAC {mac}")
+    raise InputError(f"{source}: no server has BMC system {system_id} or MAC {mac}")
 
 
 async def _engine_boot(state: LabState, data: Path, host: Any, templates: dict[str, str],

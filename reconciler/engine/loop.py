@@ -22,7 +22,7 @@ from reconciler.engine.source import Fetched, GitSource
 from reconciler.errors import ReconcilerError
 from reconciler.log import redact
 from reconciler.model.desired import DesiredHost, desired_hosts
-from reconciler.model.inventory import Inventory, parse_inventory
+from reconciler.model.inventory import TEMPLATES_DIR, Inventory, parse_inventory
 from reconciler.model.policy import POLICY_FILE, Policy
 from reconciler.model.problems import Problem
 from reconciler.plan import conditions
@@ -53,11 +53,15 @@ def desired_of(inventory: Inventory, problems: list[Problem], previous: Desired,
     by_file: dict[str, str] = {}
     for p in problems:
         by_file.setdefault(p.file, str(p))
+    # A template override is every server's: one that does not compile or is refused by the
+    # sandbox leaves every server on its last good state.
+    shared = next((text for file, text in by_file.items()
+                   if file.startswith(TEMPLATES_DIR)), None)
     invalid: dict[str, str] = {}
     out: dict[str, DesiredHost] = {}
     for name, host in hosts.items():
-        if host.file in by_file:
-            invalid[name] = by_file[host.file]
+        if host.file in by_file or shared is not None:
+            invalid[name] = by_file.get(host.file) or str(shared)
             if name in previous.hosts:
                 out[name] = previous.hosts[name]
             continue
@@ -115,7 +119,8 @@ class Reconciler:
             return
         try:
             snapshot = await self.executor.blocking(lambda: self.source.snapshot(fetched.commit))
-            inventory, problems = parse_inventory(snapshot.files, seniority=snapshot.seniority)
+            inventory, problems = parse_inventory(snapshot.files, seniority=snapshot.seniority,
+                                                  refused=snapshot.refused)
             self.desired = desired_of(inventory, problems, self.desired, fetched)
         except ReconcilerError as exc:
             LOG.error("revision %s: %s", fetched.revision, redact(str(exc)))

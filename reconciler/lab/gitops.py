@@ -137,3 +137,30 @@ def write_run_config(paths: LabPaths, images_dir: Path, secrets_dir: Path) -> Pa
 
 def reconciler_argv(config: Path) -> tuple[str, ...]:
     return (sys.executable, "-m", "reconciler", "run", "--config", str(config))
+
+
+def serve_argv(paths: LabPaths, images: Path) -> tuple[str, ...]:
+    """The bare build service (``lab up --service-only``) on the gateway address, serving the
+    published target image too."""
+    if not images.is_dir():
+        raise InputError(f"--images: {images} is not a directory")
+    config = paths.root / "serve.yaml"
+    config.write_text(yaml.safe_dump({"published": str(paths.root / PUBLISHED)}))
+    return (
+        sys.executable, "-m", "reconciler", "serve", "--config", str(config),
+        "--listen", f"{GATEWAY}:{SERVICE_PORT}",
+        "--images", str(images.resolve()),
+        "--data-dir", str(paths.root / "service"),
+        "--public-url", SERVICE_URL,
+        # Lab tools reach the service from inside the lab, from the gateway address; VMs and
+        # the BMC (the rest of the subnet) get only artifacts, images and checkin updates.
+        "--trusted", "127.0.0.0/8",
+        "--trusted", f"{GATEWAY}/32",
+    )
+
+
+def inventory_files(paths: LabPaths) -> dict[str, bytes]:
+    """The lab inventory's files on ``main`` (what ``lab boot`` provisions from)."""
+    from reconciler.adapters.git import GitInventory
+
+    return dict(GitInventory(inventory_repo(paths), prefix="").snapshot("main").files)

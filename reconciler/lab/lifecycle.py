@@ -89,13 +89,15 @@ def default_state_dir() -> Path:
 
 @dataclass(frozen=True, slots=True)
 class ServiceOptions:
-    """Run the build service inside the lab: ``reconciler serve`` with these arguments; or,
-    with ``reconcile`` (the base images directory), ``reconciler run`` on the lab's inventory
-    repository with the service embedded (:mod:`reconciler.lab.gitops`)."""
+    """Run the build service in the lab, with base artifacts from ``images``: as ``reconciler
+    run`` on the lab's inventory repository (``reconcile``; its servers starting in
+    ``states``), or bare (``reconciler serve``, for hand-driven boots). Either way the lab's
+    target image is published on it and the inventory repository is made
+    (:mod:`reconciler.lab.gitops`)."""
 
-    argv: tuple[str, ...]
-    reconcile: Path | None = None
-    states: Mapping[str, str] | None = None  # initial server states (tests)
+    images: Path
+    reconcile: bool = True
+    states: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,18 +209,15 @@ def up(paths: LabPaths, options: UpOptions) -> LabState:
         secrets_file = write_bmc_secret(paths, options.secrets_dir)
         ssh_key = make_ssh_key(paths)
         start_sushy(paths, hosts)
-        reconciling = False
-        if options.service is not None:
-            argv = options.service.argv
-            if options.service.reconcile is not None:
-                url, sha256 = gitops.publish_target(paths, options.service.reconcile,
-                                                    options.arch)
-                gitops.make_inventory_repo(paths, url, sha256, options.service.states)
-                config = gitops.write_run_config(paths, options.service.reconcile,
-                                                 secrets_file.parent)
-                argv = gitops.reconciler_argv(config)
-                reconciling = True
-            start_service(paths, argv)
+        service = options.service
+        if service is not None:
+            url, sha256 = gitops.publish_target(paths, service.images, options.arch)
+            gitops.make_inventory_repo(paths, url, sha256, service.states)
+            if service.reconcile:
+                config = gitops.write_run_config(paths, service.images, secrets_file.parent)
+                start_service(paths, gitops.reconciler_argv(config))
+            else:
+                start_service(paths, gitops.serve_argv(paths, service.images))
         state = LabState(
             state_dir=str(paths.root),
             namespace=NAMESPACE,
@@ -237,8 +236,9 @@ def up(paths: LabPaths, options: UpOptions) -> LabState:
             libvirt_uri=paths.libvirt_uri,
             ssh_key=str(ssh_key),
             hosts=hosts,
-            inventory_repo=str(gitops.inventory_repo(paths)) if reconciling else "",
-            reconciler_data=str(gitops.reconciler_data(paths)) if reconciling else "",
+            inventory_repo=str(gitops.inventory_repo(paths)) if service else "",
+            reconciler_data=str(gitops.reconciler_data(paths))
+            if service and service.reconcile else "",
         )
         save(state, paths.state_file)
         return state
@@ -447,6 +447,7 @@ def down(paths: LabPaths) -> list[str]:
         Path(secret_pointer.read_text().strip()).unlink(missing_ok=True)
         removed.append("BMC credentials")
     for child in ("run", "log", "vms", "pool", "libvirt", "ssh", "service", "lab.yaml",
+                  "serve.yaml", "boot",
                   gitops.PUBLISHED, gitops.RUN_CONFIG, gitops.RECONCILER_DATA,
                   gitops.INVENTORY_REPO):
         target = paths.root / child

@@ -204,3 +204,32 @@ def test_power_is_asked_again_only_after_the_observe_interval(fleet: Fleet) -> N
     fleet.lab.clock.now += 61
     fleet.passes(1)
     assert gets() == before + 1
+
+
+def test_a_broken_template_override_holds_every_server(fleet: Fleet) -> None:
+    fleet.remote.push(fleet.docs)  # type: ignore[attr-defined]
+    fleet.passes(2)
+    changed = {**fleet.docs, "n1": server(1, state="off")}  # type: ignore[attr-defined]
+    fleet.remote.push(changed, extra={"templates/user-data.j2":
+                                      "{{ ''.__class__.__mro__[1].__subclasses__() }}\n"})
+    before = fleet.calls("n1")
+    fleet.passes(2)
+    hosts = fleet.db.hosts()
+    assert hosts["n1"].invalid and "templates/user-data.j2" in hosts["n1"].invalid
+    assert hosts["n1"].applied_state == "provisioned" and fleet.calls("n1") == before
+
+
+def test_a_symlinked_server_file_keeps_its_last_good_state(fleet: Fleet) -> None:
+    fleet.remote.push(fleet.docs)  # type: ignore[attr-defined]
+    fleet.passes(2)
+    link = fleet.remote.work / "servers" / "n2.yaml"
+    fleet.remote.push(fleet.docs)  # type: ignore[attr-defined]
+    link.unlink()
+    link.symlink_to("/etc/passwd")
+    for argv in (["add", "-A"], ["commit", "-q", "-m", "n2 -> /etc/passwd"],
+                 ["push", "-q", "origin", "main"]):
+        run(["git", *argv], timeout=30, cwd=fleet.remote.work, env=GIT_IDENTITY)
+    fleet.passes(1)
+    st = fleet.db.hosts()["n2"]
+    assert st.invalid and "symlinks are not followed" in st.invalid
+    assert not st.orphaned and st.desired_state == "off"
