@@ -307,9 +307,9 @@ def test_git_revision_never_reads_symlinks_or_submodules(tmp_path: Path) -> None
     assert modes["servers/rack7"] == "160000"
 
     snap = GitInventory(root).snapshot("HEAD")
-    assert sorted(snap.files) == ["profiles.yaml", "servers/lab-host-01.yaml",
-                                  "servers/lab-host-02.yaml", "servers/lab-host-03.yaml",
-                                  "subnets.yaml"]
+    assert sorted(snap.files) == ["profiles.yaml", "reconciler.yaml",
+                                  "servers/lab-host-01.yaml", "servers/lab-host-02.yaml",
+                                  "servers/lab-host-03.yaml", "subnets.yaml"]
     assert [str(p) for p in snap.refused] == [
         "servers/passwd.yaml: symlinks are not followed",
         "servers/rack7: submodules are not read",
@@ -344,10 +344,10 @@ def test_git_blob_sizes_and_counts_are_checked_before_reading(
         "servers/big.yaml: file is 300,012 bytes, more than the limit of 256 KiB"]
     monkeypatch.setattr("reconciler.model.limits.MAX_ENTRIES", 3)
     snap = GitInventory(root).snapshot("HEAD")
-    assert len(snap.files) == 2
+    assert sorted(snap.files) == ["profiles.yaml", "reconciler.yaml"]  # tree order
     assert [str(p) for p in snap.refused] == [
         "servers/big.yaml: file is 300,012 bytes, more than the limit of 256 KiB",
-        "servers/lab-host-02.yaml: more than 3 files and directories in servers/ and "
+        "servers/lab-host-01.yaml: more than 3 files and directories in servers/ and "
         "templates/: the rest is not read"]
 
 
@@ -443,7 +443,7 @@ def test_repository_totals_are_bounded(
     monkeypatch.setattr("reconciler.model.limits.MAX_ENTRIES", 100)
     monkeypatch.setattr("reconciler.model.limits.MAX_TOTAL_BYTES", 3000)
     assert _validate(root, capsys)[1] == [
-        "servers/lab-host-03.yaml: the inventory's files together are over the limit of "
+        "servers/lab-host-02.yaml: the inventory's files together are over the limit of "
         "3,000 bytes: this file and the rest are not read"]
     monkeypatch.setattr("reconciler.model.limits.MAX_TOTAL_BYTES", 1 << 20)
     monkeypatch.setattr("reconciler.model.limits.MAX_YAML_NODES", 150)
