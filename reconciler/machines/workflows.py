@@ -76,16 +76,21 @@ class Workflow:
 
 S = Step
 
-# The seed's "Provisioning a Known Server", end to end.
-PROVISION = Workflow("provision", "provisioned", (
-    S("build", 900, "build the boot image (network-config, no checkin URL)"),
-    S("check-bmc", 120, "wrong-machine guard: the BMC reports the primary MAC"),
+# The seed's Redfish sequence that boots our image once: a crash anywhere in it starts it over.
+BOOT_EPHEMERAL = (
     S("power-off", 300, "power off: graceful, then forced", disruptive=True),
     S("eject", 120, "eject virtual media", disruptive=True, resume="power-off"),
     S("attach", 300, "insert the ISO or set HttpBootUri", disruptive=True, resume="power-off"),
     S("boot-once", 120, "boot override once: Cd or UefiHttp", disruptive=True,
       resume="power-off"),
     S("power-on", 300, "power on", disruptive=True, resume="power-off"),
+)
+
+# The seed's "Provisioning a Known Server", end to end.
+PROVISION = Workflow("provision", "provisioned", (
+    S("build", 900, "build the boot image (network-config, no checkin URL)"),
+    S("check-bmc", 120, "wrong-machine guard: the BMC reports the primary MAC"),
+    *BOOT_EPHEMERAL,
     S("ssh-ephemeral", 900, "SSH on the IPAM address, pinned host key, verify instance-id"),
     S("find-disk", 120, "target disk by serial or WWN", resume="ssh-ephemeral"),
     S("write-image", 3600, "download, check sha256, qemu-img convert onto the disk",
@@ -114,12 +119,7 @@ POWER_ON = Workflow("power-on", "provisioned", (
 INSPECT = Workflow("inspect", "inspected", (
     S("build", 900, "build the boot image (no network-config, a checkin URL)"),
     S("register-checkin", 60, "register the checkin id"),
-    S("power-off", 300, "power off: graceful, then forced", disruptive=True),
-    S("eject", 120, "eject virtual media", disruptive=True, resume="power-off"),
-    S("attach", 300, "insert the ISO or set HttpBootUri", disruptive=True, resume="power-off"),
-    S("boot-once", 120, "boot override once: Cd or UefiHttp", disruptive=True,
-      resume="power-off"),
-    S("power-on", 300, "power on", disruptive=True, resume="power-off"),
+    *BOOT_EPHEMERAL,
     S("wait-checkin", 900, "the booted OS reports its DHCP addresses"),
     S("ssh-checkin", 300, "SSH to each address until one answers with this inspection id"),
     S("hw-inventory", 300, "run hw-inventory", resume="ssh-checkin"),
