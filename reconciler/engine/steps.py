@@ -318,6 +318,10 @@ async def ssh_installed(ctx: StepContext) -> Outcome:
     async with conn:
         await _verify(conn, ctx)
         fstype = (await conn.run("findmnt -n -o FSTYPE /", timeout=30)).stdout.strip()
+        # What the first boot wrote (cloud-init's host keys, its per-instance markers) is on
+        # the disk before the server is called Ready: a hard reset right after must not leave
+        # empty key files behind (sshd then fails to start).
+        await conn.run("sync", timeout=120)
     if fstype in ("tmpfs", "ramfs", "rootfs", ""):
         raise TemporaryError(f"{ctx.address}: / is {fstype or 'unknown'}: not the installed OS "
                              "yet", delay=10)
