@@ -112,7 +112,8 @@ async def _run(settings: Any, *, once: bool) -> int:
         source = GitSource(settings.repo, settings.branch, settings.path, settings.clone_dir,
                            timeout=settings.git_timeout)
         reconciler = Reconciler(source, executor, engine.render_settings,
-                                observe_interval=settings.observe_interval)
+                                observe_interval=settings.observe_interval,
+                                orphan_retention=settings.orphan_retention)
         executor.render = reconciler.render
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

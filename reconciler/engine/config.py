@@ -48,6 +48,7 @@ class RunSettings:
     poll_interval: float = 60.0
     observe_interval: float = 120.0  # ask a BMC for power at most this often when idle
     git_timeout: float = 60.0
+    orphan_retention: float = 7 * 86400.0  # then a server gone from git leaves the state
     build_service_url: str = ""  # empty: embedded
     max_concurrent_provisioning: int = 10
     max_attempts: int = 5  # per desired target, then Stalled
@@ -115,6 +116,7 @@ RUN_SETTINGS: dict[str, Callable[[object, str], Any]] = {
     "poll_interval": _number(1, 86400),
     "observe_interval": _number(0, 86400),
     "git_timeout": _number(1, 3600),
+    "orphan_retention": _number(0, 10 * 365 * 86400),
     "build_service_url": lambda v, s: parse_url(v, s) if v else "",
     "max_concurrent_provisioning": _number(1, 10_000, int),
     "max_attempts": _number(1, 1000, int),

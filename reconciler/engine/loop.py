@@ -81,7 +81,8 @@ class Reconciler:
     def __init__(self, source: GitSource, executor: Executor, render_settings: RenderSettings,
                  *, clock: Callable[[], float] = time.time,
                  paused: Callable[[], bool] = lambda: False,
-                 observe_interval: float = 0.0) -> None:
+                 observe_interval: float = 0.0,
+                 orphan_retention: float = 7 * 86400.0) -> None:
         self.source = source
         self.executor = executor
         self.db = executor.db
@@ -94,6 +95,8 @@ class Reconciler:
         # Power observations, reused for up to ``observe_interval`` s (Ironic syncs power every
         # 120 s): one GET per BMC per pass costs ~2 ms of CPU each, 10 s a pass at 5,000.
         self.observe_interval = observe_interval
+        # A server removed from git stays in the state (status Orphaned) this long.
+        self.orphan_retention = orphan_retention
         self._observed: dict[str, tuple[float, Observed]] = {}
 
     def render(self, host: DesiredHost, keys: Mapping[str, tuple[str, str]],
@@ -182,6 +185,7 @@ class Reconciler:
             if host is not None and action.runnable and not self.paused():
                 updates[name] = before.replace(
                     desired_state=host.state, invalid=d.invalid.get(name), orphaned=False,
+                    orphaned_at=None,
                     last_attempted_revision=revision)
                 self.executor.start(host, action, revision)
                 pending = True
@@ -190,6 +194,13 @@ class Reconciler:
             pending = pending or not (converged or action.hold == Hold.SUSPENDED)
             st = _fold(before, action, host, d.invalid.get(name), revision,
                        seen.error if seen else None, converged)
+            if action.kind == Kind.FORGET:
+                st = st.replace(orphaned_at=now)
+            elif st.orphaned and now - (st.orphaned_at or now) >= self.orphan_retention:
+                LOG.info("%s: orphaned since %s, pruned from the state", name,
+                         time.strftime("%Y-%m-%d %H:%M", time.gmtime(st.orphaned_at)))
+                self.db.delete(name)
+                continue
             if st is not before:
                 updates[name] = st
         if updates:
@@ -216,7 +227,7 @@ def _fold(st: HostStatus, action: Action, host: DesiredHost | None, invalid: str
             and ready is not None and ready.status == "True" and ready.message == action.message:
         return st
     new = st if host is None else st.replace(desired_state=host.state, invalid=invalid,
-                                             orphaned=False)
+                                             orphaned=False, orphaned_at=None)
     new = conditions.fold_action(new, action).replace(observe_error=observe_error)
     ready = new.condition(READY)
     if converged and ready is not None and ready.status == "True":

@@ -68,6 +68,7 @@ class HostStatus:
     last_error: str | None = None
     conditions: tuple[Condition, ...] = ()
     orphaned: bool = False
+    orphaned_at: float | None = None  # pruned from the state after orphan_retention
     invalid: str | None = None  # head's problem for this server (it keeps its last good state)
     observe_error: str | None = None  # the BMC did not answer this pass's power query
     inspection: Mapping[str, Any] | None = None  # the last in-band hardware report

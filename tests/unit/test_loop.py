@@ -130,6 +130,10 @@ def test_a_removed_server_is_orphaned_and_never_touched(fleet: Fleet) -> None:
     st = fleet.db.hosts()["n2"]
     assert st.orphaned and st.condition("Ready").reason == "Orphaned"  # type: ignore[union-attr]
     assert fleet.worlds["n2"].calls == before
+    # Pruned from the state once the retention has passed, still without a BMC call.
+    fleet.lab.clock.now += fleet.reconciler.orphan_retention + 1
+    fleet.passes(1)
+    assert "n2" not in fleet.db.hosts() and fleet.worlds["n2"].calls == before
 
 
 def test_a_hung_fetch_times_out_and_the_loop_goes_on(fleet: Fleet, tmp_path: Path) -> None:
