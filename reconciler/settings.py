@@ -147,27 +147,30 @@ def parse_path(value: object, source: str) -> Path:
     return Path(text)
 
 
-def _parse_int(low: int, high: int) -> Callable[[object, str], int]:
-    def parse(value: object, source: str) -> int:
+def parse_number(low: float, high: float, kind: type = float) -> Callable[[object, str], Any]:
+    """A parser of an int or float setting within ``low``-``high``; errors name the source."""
+    what = "an integer" if kind is int else "a number"
+
+    def parse(value: object, source: str) -> Any:
         try:
-            number = int(_text(value, source))
+            number = kind(_text(value, source))
         except ValueError:
-            raise InputError(f"{source}: {value!r} is not an integer") from None
+            raise InputError(f"{source}: {value!r} is not {what}") from None
         if not low <= number <= high:
-            raise InputError(f"{source}: {number} is out of range ({low}-{high})")
+            raise InputError(f"{source}: {number} is out of range ({low:g}-{high:g})")
         return number
 
     return parse
 
 
+def _parse_int(low: int, high: int) -> Callable[[object, str], int]:
+    parse: Callable[[object, str], int] = parse_number(low, high, int)
+    return parse
+
+
 def _parse_seconds(value: object, source: str) -> float:
-    try:
-        number = float(_text(value, source))
-    except ValueError:
-        raise InputError(f"{source}: {value!r} is not a number of seconds") from None
-    if not 0 <= number <= 3600:
-        raise InputError(f"{source}: {number} is out of range (0-3600 seconds)")
-    return number
+    seconds: float = parse_number(0, 3600)(value, source)
+    return seconds
 
 
 # YAML key (== dataclass field) -> parser. The environment variable is RECONCILER_<KEY>.

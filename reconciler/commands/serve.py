@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -57,10 +56,7 @@ def register(subparsers: Any) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from reconciler.web.app import create_app
-    from reconciler.web.server import DualServer
-    from reconciler.web.services import Services
-
+    from reconciler.web import services
     # One access-log line per request: skip the LogRecord fields nobody formats.
     logging.logThreads = False
     logging.logProcesses = False
@@ -78,25 +74,10 @@ def handler(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    services = Services.open(settings)
-    try:
-        server = DualServer(create_app(settings, services), settings)
-        urls = server.start()
-    except BaseException:
-        services.close(0)
-        raise
-    LOG.info(
-        "listening on %s; artifact URLs %s%s; trusted %s",
-        ", ".join(urls),
-        settings.public_url,
-        f" and {settings.public_tls_url}" if settings.public_tls_url else "",
-        ", ".join(map(str, settings.trusted)) or "none",
-    )
+    stop_service = services.start(settings)
     while not stop.wait(1.0):
         pass  # woken early by the signal handler; the timeout only keeps signals deliverable
-    deadline = time.monotonic() + settings.shutdown_timeout
-    clean = server.stop(settings.shutdown_timeout)
-    clean = services.close(max(0.0, deadline - time.monotonic())) and clean
+    clean = stop_service()
     LOG.info("stopped%s", "" if clean else " (some work was cut off at the deadline)")
     if not clean:
         # Threads stuck in a download or a build must not keep the process alive.

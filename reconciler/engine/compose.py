@@ -64,29 +64,6 @@ def bmc_factory(secrets_dir: Path | None) -> Callable[[DesiredHost], Bmc]:
     return make
 
 
-def start_service(service: Any) -> Callable[[], None]:
-    """The build service in this process; returns its stop function."""
-    from reconciler.web.app import create_app
-    from reconciler.web.server import DualServer
-    from reconciler.web.services import Services
-
-    services = Services.open(service)
-    try:
-        server = DualServer(create_app(service, services), service)
-        urls = server.start()
-    except BaseException:
-        services.close(0)
-        raise
-    LOG.info("build service listening on %s; artifact URLs %s", ", ".join(urls),
-             service.public_url)
-
-    def stop() -> None:
-        server.stop(service.shutdown_timeout)
-        services.close(service.shutdown_timeout)
-
-    return stop
-
-
 @asynccontextmanager
 async def open_engine(settings: RunSettings, *, embedded: bool | None = None) -> Any:
     """Yield an :class:`Engine`; everything is stopped and closed on exit. ``embedded``:
@@ -103,7 +80,9 @@ async def open_engine(settings: RunSettings, *, embedded: bool | None = None) ->
     if embedded is None:
         embedded = not settings.build_service_url
     if embedded:
-        stop_service = start_service(settings.service)
+        from reconciler.web.services import start
+
+        stop_service = start(settings.service)
         listen = settings.service.listen
         host = "127.0.0.1" if listen.host in ("0.0.0.0", "") else listen.host
         service_url, public_url = f"http://{host}:{listen.port}", settings.service.public_url

@@ -33,6 +33,7 @@ from reconciler.settings import (
     ServiceSettings,
     env_name,
     finalize,
+    parse_number,
     parse_path,
     parse_url,
 )
@@ -80,19 +81,6 @@ def _text(value: object, source: str) -> str:
     return str(value)
 
 
-def _number(low: float, high: float, kind: type = float) -> Callable[[object, str], Any]:
-    def parse(value: object, source: str) -> Any:
-        try:
-            number = kind(_text(value, source))
-        except ValueError:
-            raise InputError(f"{source}: {value!r} is not a number") from None
-        if not low <= number <= high:
-            raise InputError(f"{source}: {number} is out of range ({low:g}-{high:g})")
-        return number
-
-    return parse
-
-
 def _branch(value: object, source: str) -> str:
     text = _text(value, source)
     if not text or text.startswith("-") or ".." in text or " " in text:
@@ -113,17 +101,17 @@ RUN_SETTINGS: dict[str, Callable[[object, str], Any]] = {
     "path": _subdir,
     "data_dir": parse_path,
     "secrets_dir": parse_path,
-    "poll_interval": _number(1, 86400),
-    "observe_interval": _number(0, 86400),
-    "git_timeout": _number(1, 3600),
-    "orphan_retention": _number(0, 10 * 365 * 86400),
+    "poll_interval": parse_number(1, 86400),
+    "observe_interval": parse_number(0, 86400),
+    "git_timeout": parse_number(1, 3600),
+    "orphan_retention": parse_number(0, 10 * 365 * 86400),
     "build_service_url": lambda v, s: parse_url(v, s) if v else "",
-    "max_concurrent_provisioning": _number(1, 10_000, int),
-    "max_attempts": _number(1, 1000, int),
-    "backoff_base": _number(0, 3600),
-    "backoff_max": _number(0, 86400),
-    "redfish_threads": _number(1, 1024, int),
-    "graceful_timeout": _number(0, 3600),
+    "max_concurrent_provisioning": parse_number(1, 10_000, int),
+    "max_attempts": parse_number(1, 1000, int),
+    "backoff_base": parse_number(0, 3600),
+    "backoff_max": parse_number(0, 86400),
+    "redfish_threads": parse_number(1, 1024, int),
+    "graceful_timeout": parse_number(0, 3600),
 }
 assert set(RUN_SETTINGS) | {"service"} == {f.name for f in fields(RunSettings)}
 

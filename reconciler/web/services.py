@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import current_app
@@ -60,3 +62,33 @@ def services() -> Services:
 def settings() -> ServiceSettings:
     found: ServiceSettings = current_app.extensions["reconciler.settings"]
     return found
+
+
+def start(settings: ServiceSettings) -> Callable[[], bool]:
+    """The whole service in this process (``reconciler serve``, and embedded in ``reconciler
+    run``): its objects, the app, the listeners. Returns the stop function, which gives running
+    requests and builds ``shutdown_timeout`` seconds and says whether all ended in time."""
+    from reconciler.web.app import create_app
+    from reconciler.web.server import DualServer
+
+    services = Services.open(settings)
+    try:
+        server = DualServer(create_app(settings, services), settings)
+        urls = server.start()
+    except BaseException:
+        services.close(0)
+        raise
+    LOG.info(
+        "listening on %s; artifact URLs %s%s; trusted %s",
+        ", ".join(urls),
+        settings.public_url,
+        f" and {settings.public_tls_url}" if settings.public_tls_url else "",
+        ", ".join(map(str, settings.trusted)) or "none",
+    )
+
+    def stop() -> bool:
+        deadline = time.monotonic() + settings.shutdown_timeout
+        clean = server.stop(settings.shutdown_timeout)
+        return services.close(max(0.0, deadline - time.monotonic())) and clean
+
+    return stop
