@@ -131,6 +131,8 @@ async def _run(settings: Any, *, once: bool) -> int:
         await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         await reconciler.reconcile()
+        if reconciler.desired.fetched is None:
+            return 1  # nothing was fetched: the error is in the log and in status
     return 0
 
 
