@@ -43,6 +43,7 @@ class Desired:
     invalid: dict[str, str] = field(default_factory=dict)  # name -> first problem
     policy: Policy = field(default_factory=Policy)
     problems: tuple[Problem, ...] = ()
+    templates: Mapping[str, str] = field(default_factory=dict)  # the last good overrides
 
 
 def desired_of(inventory: Inventory, problems: list[Problem], previous: Desired,
@@ -74,7 +75,8 @@ def desired_of(inventory: Inventory, problems: list[Problem], previous: Desired,
             out[name] = previous.hosts[name]
     policy_broken = any(p.file == POLICY_FILE for p in problems)
     policy = previous.policy if policy_broken else inventory.policy
-    return Desired(fetched, inventory, out, invalid, policy, tuple(problems))
+    templates = previous.templates if shared is not None else dict(inventory.templates)
+    return Desired(fetched, inventory, out, invalid, policy, tuple(problems), templates)
 
 
 class Reconciler:
@@ -102,8 +104,7 @@ class Reconciler:
     def render(self, host: DesiredHost, keys: Mapping[str, tuple[str, str]],
                purpose: str = "provision", inspection_id: str | None = None) -> RenderedHost:
         if self._renderer is None:
-            templates = self.desired.inventory.templates if self.desired.inventory else {}
-            self._renderer = Renderer(templates, self.render_settings)
+            self._renderer = Renderer(self.desired.templates, self.render_settings)
         return self._renderer.render(host, purpose, inspection_id=inspection_id,
                                      host_keys=keys)
 

@@ -221,6 +221,8 @@ def test_a_broken_template_override_holds_every_server(fleet: Fleet) -> None:
     hosts = fleet.db.hosts()
     assert hosts["n1"].invalid and "templates/user-data.j2" in hosts["n1"].invalid
     assert hosts["n1"].applied_state == "provisioned" and fleet.calls("n1") == before
+    # Renders (a workflow resumed meanwhile) keep the last good templates.
+    assert fleet.reconciler.desired.templates == {}
 
 
 def test_a_symlinked_server_file_keeps_its_last_good_state(fleet: Fleet) -> None:
