@@ -78,19 +78,23 @@ def test_plan_across_commits(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     s = plan["summary"]
     assert (s["changed"], s["removed"], s["destructive"], s["blocked"]) == (3, 1, 1, 1)
     a = _host(plan, "node-a")
-    assert a["destructive"] and "reprovision (disk wipe): image" in a["actions"][0]
+    assert a["destructive"] and a["actions"][0].startswith("reprovision (disk wipe)")
+    assert a["actions"][0].endswith("(changed: image)") and a["workflow"] == "provision"
     assert {c["path"] for c in a["changes"]} == {"image.url", "image.sha256", "cmdline"}
     assert _host(plan, "node-b")["kind"] == "removed"
     c = _host(plan, "node-c")
     assert c["blocked"] and not c["destructive"]
-    assert c["actions"][0] == "BLOCKED (protected): would provision (disk wipe)"
+    assert c["actions"][0].startswith("BLOCKED (protected): would provision (disk wipe)")
+    assert c["hold"] == "Protected"
     newcomer = _host(plan, "a-newcomer")  # only the cmdline changed: no disk wipe
-    assert not newcomer["destructive"] and newcomer["actions"] == ["rebuild the boot image"]
+    assert not newcomer["destructive"] and newcomer["actions"] == [
+        "provisioned: up to date",
+        "boot image changes: used the next time a workflow boots the server"]
 
     # Markdown for the PR comment says the same.
     assert main(["plan", "--repo", str(root), "--base", c2, "--head", c3]) == 0
     md = capsys.readouterr().out
-    assert "**1 DESTRUCTIVE** (disk wipe), 1 blocked (protected)" in md
+    assert "**1 DESTRUCTIVE** (disk wipe), 1 blocked (protected or over max_destructive)" in md
     assert "| `node-a` | changed |" in md and "**DESTRUCTIVE**" in md
     assert "- `image.url`: `http://198.18.0.1:8080/images/target.qcow2` → " in md
 
