@@ -56,7 +56,7 @@ def fold_action(st: HostStatus, action: Action) -> HostStatus:
     hold = action.hold
     if hold is None:
         if action.kind == Kind.NONE:
-            if action.message.startswith("unmanaged"):
+            if not action.managed:
                 return idle(st, "Unmanaged", action.message)
             if st.stalled_target is not None or st.workflow is not None:
                 return st

@@ -68,6 +68,7 @@ class Action:
     destructive: bool = False  # what is left of the workflow writes the disk
     disruptive: bool = False
     hold: Hold | None = None
+    managed: bool = True  # False: the server is `unmanaged`, left exactly as it is
 
     @property
     def runnable(self) -> bool:
@@ -101,8 +102,9 @@ def _decide_host(host: DesiredHost | None, observed: Observed | None, st: HostSt
     if host.state == "unmanaged":
         if st.workflow:
             return Action(name, Kind.RELEASE,
-                          f"unmanaged: abandon {st.workflow} at {st.step}, left as is")
-        return Action(name, Kind.NONE, "unmanaged: never touched")
+                          f"unmanaged: abandon {st.workflow} at {st.step}, left as is",
+                          managed=False)
+        return Action(name, Kind.NONE, "unmanaged: never touched", managed=False)
     if host.suspend:
         return Action(name, Kind.NONE, "suspended: no action until suspend is removed",
                       hold=Hold.SUSPENDED)
