@@ -1,4 +1,4 @@
-"""The build service as a Flask application: ``create_app(settings, services=None)``.
+"""The build service as a Flask application: ``create_app(settings, services, fleet)``.
 
 One blueprint per concern, registered from :data:`BLUEPRINTS`; every error is the seed's
 ``Error`` body; the ACL runs before any handler; one log line per request. Handlers never
@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from reconciler.settings import ServiceSettings
 from reconciler.web import acl, artifacts, builds, checkins, health, images
 from reconciler.web.fast import FastFront
+from reconciler.web.fleet import FleetLink
 from reconciler.web.http import HttpError, error_response, log_access, printable, too_large
 from reconciler.web.services import Services
 
@@ -29,12 +30,16 @@ API_THREADS = 4
 BLUEPRINTS = [builds.bp, checkins.bp, artifacts.bp, images.bp, health.bp]
 
 
-def create_app(settings: ServiceSettings, services: Services | None = None) -> Flask:
+def create_app(settings: ServiceSettings, services: Services | None = None,
+               fleet: FleetLink | None = None) -> Flask:
+    """``fleet``: the reconcile loop of this process (``reconciler run``), for the status
+    page, the fleet API, /metrics, the webhook and the brake; None for ``reconciler serve``."""
     app = Flask("reconciler.web")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["reconciler.settings"] = settings
     app.extensions["reconciler.services"] = services or Services.open(settings)
+    app.extensions["reconciler.fleet"] = fleet
     # Leave a few HTTP threads of a listener for the API however many BMCs download.
     app.extensions["reconciler.downloads"] = threading.BoundedSemaphore(
         max(1, settings.threads - API_THREADS)

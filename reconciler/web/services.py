@@ -12,6 +12,7 @@ from flask import current_app
 from reconciler.adapters.store import BuildStore, CheckinStore
 from reconciler.engine.buildqueue import Builder, BuildQueue
 from reconciler.settings import ServiceSettings
+from reconciler.web.fleet import FleetLink
 
 LOG = logging.getLogger(__name__)
 
@@ -64,16 +65,17 @@ def settings() -> ServiceSettings:
     return found
 
 
-def start(settings: ServiceSettings) -> Callable[[], bool]:
+def start(settings: ServiceSettings, fleet: FleetLink | None = None) -> Callable[[], bool]:
     """The whole service in this process (``reconciler serve``, and embedded in ``reconciler
-    run``): its objects, the app, the listeners. Returns the stop function, which gives running
-    requests and builds ``shutdown_timeout`` seconds and says whether all ended in time."""
+    run`` with its ``fleet``): its objects, the app, the listeners. Returns the stop function,
+    which gives running requests and builds ``shutdown_timeout`` seconds and says whether all
+    ended in time."""
     from reconciler.web.app import create_app
     from reconciler.web.server import DualServer
 
     services = Services.open(settings)
     try:
-        server = DualServer(create_app(settings, services), settings)
+        server = DualServer(create_app(settings, services, fleet), settings)
         urls = server.start()
     except BaseException:
         services.close(0)
