@@ -8,6 +8,9 @@ The reconcile engine consumes this; its digests say what a change needs:
   seed). When it changes on a provisioned server, the server must be reprovisioned: its disk
   is wiped.
 - ``spec``: everything, including BMC and desired state.
+- ``inspect``: what an inspection depends on (``inspect_generation``, the ephemeral OS's boot
+  inputs, the BMC identity; not the SSH keys or the target image): a server in
+  ``state: inspected`` is inspected again when it changes (:attr:`DesiredHost.inspect_digest`).
 
 Which fields feed which digest is :data:`reconciler.model.impact.FIELD_EFFECTS`.
 
@@ -27,7 +30,7 @@ from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore
 from typing import Any
 
 from reconciler.model.bulk import paused_gc
-from reconciler.model.impact import BUILD_FIELDS, PROVISION_FIELDS
+from reconciler.model.impact import BUILD_FIELDS, INSPECT_FIELDS, PROVISION_FIELDS
 from reconciler.model.inventory import Bmc, Disk, Image, Inventory, Server
 
 
@@ -48,6 +51,7 @@ class Digests:
     spec: str
     build: str
     provision: str
+    inspect: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,13 @@ class DesiredHost:
     user_data: Mapping[str, Any]
     templates_digest: str
     digests: Digests
+    inspect_generation: int = 0
+
+    @property
+    def inspect_digest(self) -> str:
+        """Digest of the inspection inputs: a report answers the host it was collected for
+        only while this is the same (see :data:`reconciler.model.impact.INSPECT_FIELDS`)."""
+        return self.digests.inspect
 
     @property
     def address(self) -> IPv4Address | None:
@@ -147,10 +158,11 @@ def _record(h: DesiredHost, *, with_digests: bool = True) -> dict[str, Any]:
         "ssh_keys": list(h.ssh_keys),
         "user_data": _thaw(h.user_data),
         "templates_digest": h.templates_digest,
+        "inspect_generation": h.inspect_generation,
     }
     if with_digests:
         rec["digests"] = {"spec": h.digests.spec, "build": h.digests.build,
-                          "provision": h.digests.provision}
+                          "provision": h.digests.provision, "inspect": h.digests.inspect}
     return rec
 
 
@@ -178,8 +190,9 @@ def _encode(value: Any) -> str:
     return _CANONICAL.encode(value)
 
 
-def _digests(rec: Mapping[str, Any]) -> Digests:
-    """sha256 of canonical JSON: of the whole record, and of the build/provision fields.
+def _digests(rec: Mapping[str, Any], bmc_identity: Mapping[str, Any]) -> Digests:
+    """sha256 of canonical JSON: of the whole record, and of the build/provision/inspect
+    fields (``bmc`` counts for inspection by its identity, ``bmc_identity``, alone).
 
     Each field is encoded once and the three documents are assembled from the pieces: the
     bytes are exactly ``json.dumps(sub_record, sort_keys=True, separators=(",", ":"),
@@ -191,7 +204,9 @@ def _digests(rec: Mapping[str, Any]) -> Digests:
         blob = "{" + ",".join([parts[k] for k in keys]) + "}"
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    return Digests(digest(_sorted(tuple(parts))), digest(_BUILD_ORDER), digest(_PROVISION_ORDER))
+    spec = digest(_sorted(tuple(parts)))
+    parts["bmc"] = f'"bmc":{_encode(bmc_identity)}'
+    return Digests(spec, digest(_BUILD_ORDER), digest(_PROVISION_ORDER), digest(_INSPECT_ORDER))
 
 
 @functools.cache
@@ -201,6 +216,13 @@ def _sorted(keys: tuple[str, ...]) -> tuple[str, ...]:
 
 _BUILD_ORDER = BUILD_FIELDS  # sorted already
 _PROVISION_ORDER = PROVISION_FIELDS
+_INSPECT_ORDER = INSPECT_FIELDS
+
+
+def bmc_identity(bmc: Bmc) -> dict[str, Any]:
+    """Which machine a BMC address and system id name (``host[:port]`` case-blind, as the
+    duplicate check compares them): the part of ``bmc`` an inspection depends on."""
+    return {"host": bmc.host.lower(), "system_id": bmc.system_id}
 
 
 def desired_hosts(inventory: Inventory) -> dict[str, DesiredHost]:
@@ -280,10 +302,12 @@ def _desired_host(inventory: Inventory, s: Server, assigned: tuple[IPv4Address, 
         user_data=merge_user_data(profile.cloud_init.user_data, s.cloud_init.user_data),
         templates_digest=templates_digest,
         digests=_PENDING,
+        inspect_generation=s.inspect_generation,
     )
     # The digests are of the record of this very object; set once, before anyone sees it
     # (dataclasses.replace would build the whole object a second time).
-    object.__setattr__(host, "digests", _digests(_record(host, with_digests=False)))
+    object.__setattr__(host, "digests", _digests(_record(host, with_digests=False),
+                                                 bmc_identity(s.bmc)))
     return host
 
 

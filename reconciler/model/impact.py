@@ -16,6 +16,14 @@ A field has one or more effects:
 - ``DELIVERY``: how the reconciler reaches the BMC and hands it the image (address,
   credentials, boot method); used from the next Redfish call on, never a reason to act.
 - ``SAFETY``: what the reconciler may do (protected, suspend).
+- ``INSPECT``: changes what an inspection must re-collect: ``inspect_generation`` (bumped by a
+  commit to ask for one), the ephemeral OS that runs hw-inventory (architecture, kernel,
+  initramfs, command line: a new kernel may see other devices, name drivers differently, count
+  memory differently) and the BMC identity (of ``bmc`` only its address's host and the system
+  id: another system is another machine; credentials and TLS settings are how, not what). A
+  server in ``state: inspected`` is inspected again when :attr:`DesiredHost.inspect_digest`
+  changes; no other state acts on it. Not in it: SSH keys, the target image, the disk, the
+  interfaces (inspection renders no network-config) and the templates.
 - ``NONE``: bookkeeping (the file the server came from).
 
 Templates receive the whole host, so an inventory's template override could put any field into
@@ -36,6 +44,7 @@ class Effect(StrEnum):
     BOOT_IMAGE = "boot-image"
     DELIVERY = "delivery"
     SAFETY = "safety"
+    INSPECT = "inspect"
     NONE = "none"
 
 
@@ -49,18 +58,19 @@ FIELD_EFFECTS: Mapping[str, frozenset[Effect]] = MappingProxyType({
     "state": frozenset({E.STATE}),
     "protected": frozenset({E.SAFETY}),
     "suspend": frozenset({E.SAFETY}),
-    "architecture": frozenset({E.BOOT_IMAGE, E.DISK}),
-    "bmc": frozenset({E.DELIVERY}),
+    "architecture": frozenset({E.BOOT_IMAGE, E.DISK, E.INSPECT}),
+    "bmc": frozenset({E.DELIVERY, E.INSPECT}),  # INSPECT: its identity only (see above)
     "boot_method": frozenset({E.DELIVERY}),
-    "kernel": frozenset({E.BOOT_IMAGE}),
-    "initramfs": frozenset({E.BOOT_IMAGE}),
-    "cmdline": frozenset({E.BOOT_IMAGE}),
+    "kernel": frozenset({E.BOOT_IMAGE, E.INSPECT}),
+    "initramfs": frozenset({E.BOOT_IMAGE, E.INSPECT}),
+    "cmdline": frozenset({E.BOOT_IMAGE, E.INSPECT}),
     "interfaces": frozenset({E.BOOT_IMAGE, E.DISK}),  # network-config of both stages
     "disk": frozenset({E.DISK}),
     "image": frozenset({E.DISK}),
     "ssh_keys": frozenset({E.BOOT_IMAGE, E.DISK}),  # authorized_keys of both stages
     "user_data": frozenset({E.BOOT_IMAGE, E.DISK}),
     "templates_digest": frozenset({E.BOOT_IMAGE, E.DISK}),
+    "inspect_generation": frozenset({E.INSPECT}),
 })
 
 
@@ -71,6 +81,7 @@ def fields_with(effect: Effect) -> tuple[str, ...]:
 
 BUILD_FIELDS = fields_with(Effect.BOOT_IMAGE)
 PROVISION_FIELDS = fields_with(Effect.DISK)
+INSPECT_FIELDS = fields_with(Effect.INSPECT)
 
 
 def effects_of(fields: Iterable[str]) -> frozenset[Effect]:

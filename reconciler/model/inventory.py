@@ -132,6 +132,7 @@ class Server:
     image: Image | None = None
     cloud_init: CloudInit = CloudInit()
     suspend: bool = False
+    inspect_generation: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,7 +444,8 @@ def _server(
         return None
     return Server(name, doc.file, profile_name, state, bmc, bool(data.get("protected", False)),
                   data.get("architecture"), tuple(interfaces), disk, image,
-                  _cloud_init(data.get("cloud_init")), bool(data.get("suspend", False)))
+                  _cloud_init(data.get("cloud_init")), bool(data.get("suspend", False)),
+                  int(data.get("inspect_generation", 0)))
 
 
 def server_files(files: Mapping[str, bytes]) -> dict[str, str]:

@@ -3,7 +3,9 @@
 Walks every leaf field of the server schema (its ``examples`` give a new value), changes it on
 a provisioned, an off and an inspected server, and checks that the build digest changes exactly
 when a changed field has the boot-image effect, the provision digest exactly when one has the
-disk effect, and that the plan wipes exactly when the disk effect meets a provisioned server.
+disk effect, the inspect digest only when one has the inspect effect (and always, but for the
+BMC's connection settings), and that the plan wipes exactly when the disk effect meets a
+provisioned server.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ import pytest
 from reconciler import paths
 from reconciler.model import parse_inventory
 from reconciler.model.desired import DesiredHost, desired_hosts
-from reconciler.model.impact import BUILD_FIELDS, FIELD_EFFECTS, PROVISION_FIELDS, Effect
+from reconciler.model.impact import (
+    BUILD_FIELDS,
+    FIELD_EFFECTS,
+    INSPECT_FIELDS,
+    PROVISION_FIELDS,
+    Effect,
+)
+from reconciler.plan.decide import Kind
 from reconciler.plan.inventory_diff import diff_inventories
 from tests.fixtures.inventory import files, server
 
@@ -117,6 +126,14 @@ def test_every_record_field_has_effects_and_the_digests_use_the_table() -> None:
     assert all(FIELD_EFFECTS[k] for k in FIELD_EFFECTS)
     assert set(BUILD_FIELDS) == {k for k, v in FIELD_EFFECTS.items() if Effect.BOOT_IMAGE in v}
     assert set(PROVISION_FIELDS) == {k for k, v in FIELD_EFFECTS.items() if Effect.DISK in v}
+    assert set(INSPECT_FIELDS) == {k for k, v in FIELD_EFFECTS.items() if Effect.INSPECT in v}
+    assert record["digests"]["inspect"] == host.inspect_digest != ""
+
+
+# BMC settings that say how to reach the BMC, not which machine it is: the inspect effect of
+# ``bmc`` is its identity (address host, system id) alone.
+BMC_CONNECTION = {("bmc", "credentials"), ("bmc", "verify_tls"), ("bmc", "ca_bundle"),
+                  ("bmc", "boot_method")}
 
 
 def test_every_top_level_schema_field_maps_to_a_record_field() -> None:
@@ -154,6 +171,14 @@ def test_each_schema_field_change_agrees_between_digests_and_plan(state: str) ->
         assert (new.digests.build != base.digests.build) == (Effect.BOOT_IMAGE in effects), where
         assert (new.digests.provision != base.digests.provision) == (Effect.DISK in effects), \
             where
+        inspect_moved = new.inspect_digest != base.inspect_digest
+        if inspect_moved:
+            assert Effect.INSPECT in effects, where
+        elif Effect.INSPECT in effects:
+            assert path[:2] in BMC_CONNECTION, where
+        if state == "inspected" and inspect_moved and not new.suspend:
+            assert host_plan.action is not None and host_plan.action.kind == Kind.START, where
+            assert not host_plan.destructive, where  # inspecting never wipes
         wipes = state == "provisioned" and Effect.DISK in effects and not new.protected
         assert host_plan.destructive == wipes, where
         assert host_plan.actions, where  # the plan always says what happens
@@ -162,7 +187,39 @@ def test_each_schema_field_change_agrees_between_digests_and_plan(state: str) ->
         if Effect.BOOT_IMAGE not in effects:
             assert not any("boot image" in line for line in host_plan.actions), where
     assert {"bmc", "interfaces", "disk", "cloud_init", "profile", "architecture",
-            "protected", "suspend"} <= tried
+            "protected", "suspend", "inspect_generation"} <= tried
+
+
+def test_the_inspect_digest_follows_its_inputs_only() -> None:
+    base_doc = BASES["inspected"]
+    base = _host(base_doc)
+    assert base is not None and base.inspect_generation == 0
+
+    def digest(**changes: Any) -> str:
+        doc = {k: v for k, v in {**base_doc, **changes}.items() if v is not None}
+        host = _host(doc)
+        assert host is not None, changes
+        return host.inspect_digest
+
+    same = [
+        {"cloud_init": {"ssh_keys": ["ssh-ed25519 AAAAC3Nza op@example"]}},
+        {"image": {"url": "http://198.18.0.1:8080/x.qcow2", "sha256": "c" * 64}},
+        {"disk": {"serial": "OTHER"}},
+        {"interfaces": None},
+        {"bmc": {**base_doc["bmc"], "credentials": "other-ref", "verify_tls": False}},
+        {"bmc": {**base_doc["bmc"], "address": "198.18.0.1:8000"}},  # same host, https
+        {"protected": True},
+    ]
+    for changes in same:
+        assert digest(**changes) == base.inspect_digest, changes
+    moved = [
+        {"inspect_generation": 1},
+        {"bmc": {**base_doc["bmc"], "system_id": "other-system"}},
+        {"bmc": {**base_doc["bmc"], "address": "http://198.18.0.1:8001"}},
+        {"profile": "lab"},  # another kernel, initramfs and command line
+    ]
+    digests = {digest(**changes) for changes in moved}
+    assert len(digests) == len(moved) and base.inspect_digest not in digests
 
 
 def test_the_two_measured_disagreements_are_gone() -> None:
