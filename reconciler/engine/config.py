@@ -57,6 +57,9 @@ class RunSettings:
     backoff_max: float = 900.0
     redfish_threads: int = 16
     graceful_timeout: float = 60.0  # then ForceOff
+    # The git webhook's shared secret, as a credentials reference (never the secret itself:
+    # RECONCILER_CRED_<REF> or <secrets_dir>/<ref>); empty: no webhook (the route answers 404).
+    webhook_secret: str = ""
     service: ServiceSettings = field(default_factory=ServiceSettings)
 
     @property
@@ -95,6 +98,20 @@ def _subdir(value: object, source: str) -> str:
     return text
 
 
+def _reference(value: object, source: str) -> str:
+    from reconciler.adapters.secrets import _REF  # the shape a BMC's reference has too
+
+    text = _text(value, source).strip()
+    if not text:
+        raise InputError(f"{source}: empty; name a credentials reference holding the secret, "
+                         "or leave the setting out (no webhook)")
+    if not _REF.match(text):
+        raise InputError(f"{source}: not a credentials reference",
+                         hint="letters, digits, '.', '_' and '-', naming RECONCILER_CRED_<REF> "
+                         "or a file in the secrets directory (never the secret itself)")
+    return text
+
+
 RUN_SETTINGS: dict[str, Callable[[object, str], Any]] = {
     "repo": _text,
     "branch": _branch,
@@ -112,6 +129,7 @@ RUN_SETTINGS: dict[str, Callable[[object, str], Any]] = {
     "backoff_max": parse_number(0, 86400),
     "redfish_threads": parse_number(1, 1024, int),
     "graceful_timeout": parse_number(0, 3600),
+    "webhook_secret": _reference,
 }
 assert set(RUN_SETTINGS) | {"service"} == {f.name for f in fields(RunSettings)}
 
@@ -148,3 +166,37 @@ def load_run_settings(config: Mapping[str, Any] | None, source: str,
         raise InputError("--repo: the inventory repository (a URL or a path) is required")
     service.setdefault("data_dir", settings.data_dir / "service")
     return replace(settings, service=finalize(replace(ServiceSettings(), **service)))
+
+
+def resolve_webhook_secret(settings: RunSettings, env: Mapping[str, str] | None = None,
+                           ) -> bytes | None:
+    """The webhook's secret, read at start from its reference (like a BMC's credentials,
+    :mod:`reconciler.adapters.secrets`): ``RECONCILER_CRED_<REF>`` holding the secret, else the
+    file ``<secrets_dir>/<ref>`` (its trailing newline dropped). None when no webhook is
+    configured. An empty or blank secret is an error: it would let anyone start fetches."""
+    from reconciler.adapters import secrets
+    from reconciler.log import register_secret
+
+    ref = settings.webhook_secret
+    if not ref:
+        return None
+    env = os.environ if env is None else env
+    name = secrets.env_name(ref)
+    if name in env:
+        text, source = env[name], f"environment variable {name}"
+    else:
+        path = secrets.secrets_dir(settings.secrets_dir) / ref
+        try:
+            text = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except FileNotFoundError:
+            raise InputError(f"webhook_secret: credentials {ref!r} not found",
+                             hint=f"set {name}=SECRET or create {path}") from None
+        except (OSError, UnicodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise InputError(f"webhook_secret: cannot read {path}: {reason}") from None
+        source = str(path)
+    if not text.strip():
+        raise InputError(f"webhook_secret: {source} is empty",
+                         hint="an empty secret would let anyone start a fetch")
+    register_secret(text)
+    return text.encode("utf-8")

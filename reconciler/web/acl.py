@@ -2,7 +2,8 @@
 
 Clients from a trusted CIDR reach every endpoint. Everyone else (booted servers, BMCs,
 firmware) reaches only what they need: PUT on a checkin, GET/HEAD on artifacts and on
-published images, the health check. Anything else is 403 with an Error body, unknown paths
+published images, the health check, the git webhook (signed: the handler verifies it).
+Anything else is 403 with an Error body, unknown paths
 included, so an untrusted client learns nothing about what exists.
 
 The client is the TCP peer. X-Forwarded-For is believed only when the peer is one of the
@@ -24,6 +25,8 @@ PUBLIC: Mapping[str, frozenset[str]] = {
     "artifacts.artifact": frozenset({"GET", "HEAD"}),
     "images.image": frozenset({"GET", "HEAD"}),
     "health.healthz": frozenset({"GET", "HEAD"}),
+    # The git host's push webhook: signed with the shared secret, verified by the handler.
+    "hooks.git": frozenset({"POST"}),
 }
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address

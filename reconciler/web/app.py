@@ -14,8 +14,10 @@ import time
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from reconciler.engine.metrics import UNMATCHED, Metrics
 from reconciler.settings import ServiceSettings
-from reconciler.web import acl, artifacts, builds, checkins, health, images
+from reconciler.web import acl, artifacts, builds, checkins, control, health, hooks, images
+from reconciler.web import metrics as metrics_bp
 from reconciler.web.fast import FastFront
 from reconciler.web.fleet import FleetLink
 from reconciler.web.http import HttpError, error_response, log_access, printable, too_large
@@ -26,8 +28,9 @@ LOG = logging.getLogger("reconciler.web.access")
 STARTED, CLIENT = "reconciler.started", "reconciler.client"
 API_THREADS = 4
 
-# Blueprints in registration order; the status page and the git webhook join this list.
-BLUEPRINTS = [builds.bp, checkins.bp, artifacts.bp, images.bp, health.bp]
+# Blueprints in registration order; the status page joins this list.
+BLUEPRINTS = [builds.bp, checkins.bp, artifacts.bp, images.bp, health.bp, metrics_bp.bp,
+              hooks.bp, control.bp]
 
 
 def create_app(settings: ServiceSettings, services: Services | None = None,
@@ -46,6 +49,15 @@ def create_app(settings: ServiceSettings, services: Services | None = None,
     )
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+    # /metrics: the engine's registry under `reconciler run`, the service's own otherwise.
+    metrics = fleet.metrics if fleet is not None and fleet.metrics is not None else \
+        Metrics(engine=fleet is not None)
+    checkin_store = app.extensions["reconciler.services"].checkins
+    metrics.watch_service(app.extensions["reconciler.services"].queue.waiting,
+                          lambda: checkin_store)
+    if fleet is not None:
+        metrics.watch_fleet(fleet.data_dir)
+    app.extensions[metrics_bp.EXTENSION] = metrics
 
     classify = acl.Verdicts(settings.trusted, settings.trusted_proxies)
     app.extensions["reconciler.verdicts"] = classify
@@ -78,6 +90,8 @@ def create_app(settings: ServiceSettings, services: Services | None = None,
             environ.get(STARTED) or time.perf_counter(),
             environ.get(CLIENT) or environ.get("REMOTE_ADDR") or "-",
         )
+        metrics.http_request(request.endpoint or UNMATCHED, request.method,
+                             response.status_code)
         return response
 
     @app.errorhandler(HttpError)
@@ -103,6 +117,6 @@ def create_app(settings: ServiceSettings, services: Services | None = None,
     app.extensions["reconciler.flask_wsgi"] = app.wsgi_app
     app.wsgi_app = FastFront(  # type: ignore[method-assign]
         app.wsgi_app, settings, app.extensions["reconciler.services"], classify,
-        app.extensions["reconciler.downloads"],
+        app.extensions["reconciler.downloads"], metrics.http_request,
     )
     return app

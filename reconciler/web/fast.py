@@ -8,7 +8,8 @@ werkzeug Response, several times the handler's own work.
 :class:`FastFront` wraps the Flask app's ``wsgi_app`` and answers exactly those routes with the
 same functions the blueprints call (``checkins.update_checkin``, ``builds.submit_build``,
 ``artifacts.serve_artifact``, ``images.serve_image``, ``http.decode_json``/``json_bytes``), the
-same ACL table (``acl.PUBLIC``), the same access log line and byte-identical responses
+same ACL table (``acl.PUBLIC``), the same access log line and request count
+(``Metrics.http_request``) and byte-identical responses
 (tests/unit/test_service_fast.py and test_service_images.py compare both paths).
 Anything else, or anything unusual about one of those requests (a path the router would treat
 differently, a refused client, a chunked body), goes to Flask untouched, before the body is read.
@@ -80,6 +81,7 @@ class FastFront:
         services: Services,
         verdicts: Verdicts,
         downloads: threading.BoundedSemaphore,
+        count: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self.flask_wsgi = flask_wsgi
         self.settings = settings
@@ -89,6 +91,8 @@ class FastFront:
         self.max_body = settings.max_request_bytes
         self.proxies = bool(settings.trusted_proxies)
         self.published = os.fspath(settings.published_dir)
+        # Metrics.http_request: (endpoint, method, status) of each request answered here.
+        self.count = count or _uncounted
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         method = environ["REQUEST_METHOD"]
@@ -126,6 +130,7 @@ class FastFront:
             status, headers, body = _error(500, f"{path}: internal error ({type(exc).__name__})")
         start_response(STATUS[status], headers)
         log_access(method, path, status, started, client)
+        self.count(endpoint, method, status)
         if isinstance(body, FileRange):
             return body  # the server sends it with sendfile and closes it (slot, file)
         return [body] if body and method != "HEAD" else []
@@ -181,6 +186,10 @@ class FastFront:
         if len(raw) != size:  # the client went away mid-body (werkzeug: ClientDisconnected)
             raise HttpError(400, f"{path}: Bad Request")
         return raw
+
+
+def _uncounted(endpoint: str, method: str, status: int) -> None:
+    return None
 
 
 def _download(answer: Answer) -> tuple[int, Headers, bytes | FileRange]:
