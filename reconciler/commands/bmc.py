@@ -2,7 +2,7 @@
 
     reconciler bmc --bmc https://HOST [--system ID] --credentials REF \\
         {status | power on|off|cycle | media insert URL | media eject |
-         boot cd|http URL|hdd | inventory}
+         boot cd|http URL|hdd | inventory [--oob] [--format json|yaml]}
 
 Errors print as one line (the BMC, the operation, and Redfish's own message).
 """
@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from reconciler.adapters import secrets
 from reconciler.adapters.redfish import (
@@ -68,7 +70,14 @@ def register(subparsers: Any) -> None:
     boot_actions.add_parser("cd", help="boot the virtual CD")
     boot_actions.add_parser("http", help="UEFI HTTP boot from URL").add_argument("url")
     boot_actions.add_parser("hdd", help="boot the disk (clears HttpBootUri, Continuous)")
-    actions.add_parser("inventory", help="out-of-band hardware inventory as JSON")
+    inventory = actions.add_parser(
+        "inventory", help="hardware inventory (--oob: the record inspection reports hold)")
+    inventory.add_argument(
+        "--oob", action="store_true",
+        help="the out-of-band inventory record (system, manager, NIC MACs, drives, firmware; "
+        "no volatile values), as committed to inspection/<server>.yaml")
+    inventory.add_argument("--format", choices=("json", "yaml"), default="json",
+                           help="output format (default json)")
     parser.set_defaults(func=handler)
 
 
@@ -140,6 +149,11 @@ def handler(args: argparse.Namespace) -> int:
                 enabled = BootEnabled.CONTINUOUS
             print(f"boot override: {args.boot_target} ({enabled})")
         else:
-            json.dump(bmc.inventory().to_record(), sys.stdout, indent=2, sort_keys=True)
-            print()
+            record: Any = (dict(bmc.oob_inventory()) if args.oob
+                           else bmc.inventory().to_record())
+            if args.format == "yaml":
+                sys.stdout.write(yaml.safe_dump(record, sort_keys=True))
+            else:
+                json.dump(record, sys.stdout, indent=2, sort_keys=True)
+                print()
     return 0

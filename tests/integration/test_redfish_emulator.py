@@ -3,15 +3,19 @@
 One emulator (fake driver, 3 systems, Basic auth from an htpasswd file) under gunicorn on
 127.0.0.1 serves the module; a loopback HTTP server serves the images InsertMedia downloads.
 The fake driver lands power transitions 1-11 s after the request, so every wait polls with
-a deadline. Budget: about a minute.
+a deadline. The out-of-band inventory is also read through the emulator's libvirt driver,
+over libvirt's in-process ``test://`` driver loaded with the lab's own domain XML (no
+libvirtd, no QEMU). Budget: about a minute.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 
 from reconciler import cli
 from reconciler.adapters.redfish import (
@@ -23,7 +27,10 @@ from reconciler.adapters.redfish import (
     PowerState,
 )
 from reconciler.adapters.redfish import errors as rf_errors
+from reconciler.lab.domain import DomainFiles, domain_xml
+from reconciler.lab.spec import DISK_GIB, LabHost, LabPaths, lab_host
 from reconciler.log import register_secret
+from tests.conftest import skip_or_fail
 from tests.fixtures.redfish_emulator import (
     ImageServer,
     RedfishEmulator,
@@ -104,6 +111,95 @@ def test_inventory(emulator: RedfishEmulator) -> None:
     assert [(d.serial, d.size_bytes) for d in inv.drives] == [("1234570", 10 * 2**30)]
 
 
+def test_oob_inventory(emulator: RedfishEmulator) -> None:
+    # The fake driver's systems: the MAC and the drive tests/fixtures/redfish_emulator.py
+    # configures (every fake drive's serial is "1234570"); FirmwareInventory answers 404.
+    with bmc(emulator, 0) as host:
+        record = host.oob_inventory()
+    assert record["system"]["uuid"] == emulator.system_ids[0]
+    assert record["nics"] == [{"mac": "52:54:00:19:00:00", "name": "52:54:00:19:00:00"}]
+    assert record["drives"] == [{
+        "name": "Drive 0", "model": "C123", "serial_number": "1234570", "wwn": None,
+        "size_bytes": 10 * 2**30, "protocol": "SATA", "media_type": "HDD"}]
+    assert record["manager"]["firmware_version"] == "1.00"
+    assert {"name": "BMC", "version": "1.00"} in record["firmware"]
+    [note] = record["unavailable"]
+    assert note.startswith("firmware: HTTP 404 from GET /redfish/v1/UpdateService/Firmware")
+    # System 2 has no storage: its Storage answers 500 and it has no SimpleStorage. The
+    # inventory says so instead of failing (inventory() fails: see the next test).
+    with bmc(emulator, 2) as host:
+        record = host.oob_inventory()
+    assert record["drives"] == [] and record["nics"][0]["mac"] == "52:54:00:19:00:02"
+    assert any(n.startswith(f"drives: HTTP 500 from GET /redfish/v1/Systems/"
+                            f"{emulator.system_ids[2]}/Storage: ") for n in record["unavailable"])
+
+
+def libvirt_node(root: Path, hosts: list[LabHost], pooled: list[LabHost]) -> Path:
+    """A node file for libvirt's ``test://`` driver: each host's domain as the lab defines
+    it (``reconciler.lab.domain.domain_xml``), plus a dir pool over the lab's VM directory
+    holding the disks of ``pooled`` hosts as volumes of the lab's size. The emulator's
+    SimpleStorage lists only disks that are volumes of a pool (``_find_device_by_path``);
+    ``reconciler lab up`` today creates its disks outside any pool."""
+    paths = LabPaths(root)
+    domains = [
+        domain_xml(h, DomainFiles(disk=paths.disk(h), nvram=paths.nvram(h),
+                                  serial_log=paths.serial_log(h)))
+        for h in hosts
+    ]
+    volumes = "".join(
+        f"<volume type='file'><name>{paths.disk(h).name}</name>"
+        f"<capacity unit='bytes'>{DISK_GIB * 2**30}</capacity><allocation>0</allocation>"
+        "<target><format type='qcow2'/></target></volume>"
+        for h in pooled
+    )
+    pool = (
+        "<pool type='dir'><name>lab-vms</name>"
+        "<uuid>6f1f6c2e-8d0e-4c55-9a43-5b1e8a3b7c01</uuid>"
+        "<capacity>1099511627776</capacity><allocation>0</allocation>"
+        f"<available>1099511627776</available><target><path>{paths.vms}</path></target>"
+        f"{volumes}</pool>"
+    )
+    node = root / "libvirt-node.xml"
+    node.write_text("<node>\n" + "".join(domains) + pool + "\n</node>\n")
+    return node
+
+
+def test_oob_inventory_of_lab_domains(tmp_path: Path) -> None:
+    """The emulator's libvirt driver, serving the lab's domains: the MAC each domain has and
+    its disk (name and size: libvirt's SimpleStorage knows no serial) appear; Storage answers
+    500 there, so the drives come from SimpleStorage."""
+    try:
+        import libvirt
+    except ImportError:
+        skip_or_fail("libvirt-python missing (LAB.md: libvirt-dev, pip install libvirt-python)")
+    try:
+        libvirt.open("test:///default").close()
+    except libvirt.libvirtError as exc:
+        skip_or_fail(f"libvirt's test driver is not available: {exc}")
+    pooled, unpooled = lab_host(1), lab_host(2)
+    node = libvirt_node(tmp_path, [pooled, unpooled], pooled=[pooled])
+    config = {"SUSHY_EMULATOR_FAKE_DRIVER": False, "SUSHY_EMULATOR_LIBVIRT_URI": f"test://{node}"}
+    with RedfishEmulator(systems=0, with_storage=False, workers=1, extra_config=config) as emu:
+        register_secret(emu.password or "")
+        user, pw = emu.credentials
+        records = {}
+        for host in (pooled, unpooled):
+            endpoint = BmcEndpoint(emu.url, user, pw, system_id=host.system_id)
+            with Bmc(endpoint, SETTINGS) as driver:
+                records[host.name] = driver.oob_inventory()
+    for host in (pooled, unpooled):
+        record = records[host.name]
+        assert record["system"]["uuid"] == host.system_id
+        assert record["nics"] == [{"mac": host.mac, "name": host.mac}]
+        assert {"name": "BMC", "version": "1.00"} in record["firmware"]
+        assert any(n.startswith(f"drives: HTTP 500 from GET {host.redfish_path}/Storage: ")
+                   for n in record["unavailable"])
+    assert records[pooled.name]["drives"] == [{
+        "name": f"{pooled.name}.qcow2", "model": None, "serial_number": None, "wwn": None,
+        "size_bytes": DISK_GIB * 2**30, "protocol": None, "media_type": None}]
+    assert records[unpooled.name]["drives"] == []  # as in today's lab: no pool over vms/
+
+
 def test_5xx_answer_is_temporary_and_quotes_the_emulator(emulator: RedfishEmulator) -> None:
     # System 2 has no storage configured: the emulator answers 500 on its Storage.
     with bmc(emulator, 2) as host, pytest.raises(rf_errors.BmcBusy) as info:
@@ -153,6 +249,9 @@ def test_cli(
     assert run("boot", "hdd")[0] == 0
     code, out, _ = run("inventory")
     assert code == 0 and json.loads(out)["uuid"] == emulator.system_ids[1]
+    code, out, _ = run("inventory", "--oob", "--format", "yaml")
+    assert code == 0 and yaml.safe_load(out)["nics"] == [
+        {"mac": "52:54:00:19:00:01", "name": "52:54:00:19:00:01"}]
     code, out, _ = run("power", "cycle")
     assert code == 0 and "power cycle: On" in out
 

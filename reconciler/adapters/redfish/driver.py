@@ -36,7 +36,7 @@ from urllib import parse as urlparse
 import sushy
 from sushy import exceptions as sushy_exc
 
-from reconciler.adapters.redfish import errors, inventory, quirks
+from reconciler.adapters.redfish import errors, inventory, oob, quirks
 from reconciler.adapters.redfish.client import (
     BmcEndpoint,
     ClientSettings,
@@ -130,6 +130,7 @@ class BmcDriver(Protocol):
     def clear_boot_override(self) -> None: ...
     def nic_macs(self) -> list[str]: ...
     def inventory(self) -> Inventory: ...
+    def oob_inventory(self) -> oob.OobInventory: ...
 
 
 def check_image_url(url: str, q: Quirks, *, what: str = "image URL") -> None:
@@ -264,12 +265,19 @@ class Bmc:
         return root.get_system(members[0])
 
     def _manager_firmware(self) -> str | None:
-        managers = self._system_doc_cached().get("Links", {}).get("ManagedBy") or []
-        for ref in managers:
-            path = ref.get("@odata.id") if isinstance(ref, Mapping) else None
-            if path:
-                return str(self._get(str(path)).get("FirmwareVersion") or "") or None
-        return None
+        """The first Manager's FirmwareVersion; ``None`` when the System links none, or links
+        it malformed or off this BMC (the link is checked: it would get our credentials)."""
+        links = self._system_doc_cached().get("Links")
+        managers = links.get("ManagedBy") if isinstance(links, Mapping) else None
+        if not isinstance(managers, list) or not managers:
+            return None
+        try:
+            path = oob.link(managers[0], "the System", "Links.ManagedBy[0]",
+                            self.endpoint.base_url)
+        except oob.Malformed as exc:
+            LOG.warning("BMC %s: no Manager firmware for the quirk profile: %s", self.name, exc)
+            return None
+        return str(self._get(path).get("FirmwareVersion") or "") or None
 
     # -- error mapping -----------------------------------------------------------------------
 
@@ -904,6 +912,223 @@ class Bmc:
                 profile=self.quirks.name,
             )
 
+    def oob_inventory(self) -> oob.OobInventory:
+        """The out-of-band inventory record (see :mod:`reconciler.adapters.redfish.oob`):
+        system identity, Manager, NIC MACs, drives, firmware versions. GETs only.
+
+        Plain GETs, not sushy resources, so every link is checked before it is followed (a
+        link to another host would receive our credentials) and every collection is bounded
+        (``oob.MAX_*``; the rest is logged and noted). Each part fails alone: an HTTP error
+        or a malformed document in the Manager, NICs, drives or firmware becomes a line in
+        ``unavailable`` and that part is empty. Drives come from ``Storage/*/Drives/*``, or
+        from ``SimpleStorage`` when Storage is absent, failing or lists no drive (older BMCs;
+        the sushy-tools libvirt driver, whose Storage answers 500). The whole call fails
+        only when the System itself cannot be read or the BMC stops answering (unreachable,
+        no answer, TLS): a classified error as for every operation."""
+        with self._operation("out-of-band inventory"):
+            self._connect()
+            assert self._root is not None
+            notes = oob.Notes(secrets=(self.endpoint.password,))
+            doc = self._system_doc()
+            system = oob.system_part(doc, notes)
+            manager_doc = self._oob_part(
+                "manager", notes, None, lambda: self._oob_manager(doc, notes))
+            manager = oob.manager_part(manager_doc, notes)
+            nics: list[oob.OobNic] = self._oob_part(
+                "nics", notes, [], lambda: self._oob_nics(doc, notes))
+            drives: list[oob.OobDrive] = self._oob_drives(doc, notes)
+            root = dict(self._root.json)
+            firmware: list[oob.OobFirmware] = self._oob_part(
+                "firmware", notes, [], lambda: self._oob_firmware(root, notes))
+            record = oob.assemble(system, manager, nics, drives, firmware, notes)
+            if record["unavailable"]:
+                LOG.info("BMC %s: out-of-band inventory incomplete: %s", self.name,
+                         "; ".join(record["unavailable"]))
+            return record
+
+    def _oob_part(self, part: str, notes: oob.Notes, default: T, read: Callable[[], T]) -> T:
+        """``read()``, or ``default`` with a note when the BMC answers an error or a malformed
+        document. Transport failures propagate: a BMC that stopped answering fails the call."""
+        try:
+            return read()
+        except HttpFailure as failure:
+            notes.add(f"{part}: {_http_note(failure)}")
+        except oob.Malformed as exc:
+            notes.add(f"{part}: {exc}")
+        return default
+
+    def _oob_member(self, part: str, notes: oob.Notes, path: str) -> dict[str, Any] | None:
+        """One collection member, or ``None`` with a note (the other members are still read)."""
+        return self._oob_part(part, notes, None, lambda: self._oob_get(path))
+
+    def _oob_get(self, path: str) -> dict[str, Any]:
+        try:
+            return self._get(path)
+        except (sushy_exc.SushyError, ValueError):
+            raise oob.Malformed(f"GET {path}: not a JSON object") from None
+
+    def _oob_link(self, doc: Doc, field: str, at: str) -> str | None:
+        return oob.optional_link(doc, field, at, self.endpoint.base_url)
+
+    def _oob_members(self, path: str, part: str, limit: int, notes: oob.Notes) -> list[str]:
+        """The member paths of a collection, following ``Members@odata.nextLink``; at most
+        ``limit`` (the rest logged and noted), each checked by :func:`oob.link`."""
+        found: list[str] = []
+        seen: set[str] = set()
+        total = 0
+        page: str | None = path
+        for _ in range(oob.MAX_PAGES):
+            if page is None:
+                break
+            doc = self._oob_get(page)
+            members = doc.get("Members")
+            if not isinstance(members, list):
+                raise oob.Malformed(
+                    f"{page}: Members is a {type(members).__name__}, expected a list")
+            total += len(members)
+            count = doc.get("Members@odata.count")  # the whole collection, all pages
+            if isinstance(count, int) and not isinstance(count, bool) and count > total:
+                total = count
+            for i, ref in enumerate(members):
+                if len(found) >= limit:
+                    break
+                try:
+                    member = oob.link(ref, page, f"Members[{i}]", self.endpoint.base_url)
+                except oob.Malformed as exc:
+                    notes.add(f"{part}: {exc}")
+                    continue
+                if member not in seen:
+                    seen.add(member)
+                    found.append(member)
+            page = self._oob_link(doc, "Members@odata.nextLink", page) \
+                if isinstance(doc.get("Members@odata.nextLink"), str) and len(found) < limit \
+                else None
+        if total > limit:
+            LOG.warning("BMC %s: %s lists %d members; reading the first %d",
+                        self.name, path, total, limit)
+            notes.add(f"{part}: {path} lists {total} members, read the first {limit}")
+        return found
+
+    def _oob_manager(self, system: Doc, notes: oob.Notes) -> dict[str, Any] | None:
+        at = oob.where(system, "the System")
+        links = system.get("Links")
+        refs = links.get("ManagedBy") if isinstance(links, Mapping) else None
+        if refs is None or refs == []:
+            notes.add("manager: the System links no Manager (Links.ManagedBy)")
+            return None
+        if not isinstance(refs, list):
+            raise oob.Malformed(f"{at}: Links.ManagedBy is a {type(refs).__name__}, "
+                                "expected a list")
+        path = oob.link(refs[0], at, "Links.ManagedBy[0]", self.endpoint.base_url)
+        return self._oob_get(path)
+
+    def _oob_nics(self, system: Doc, notes: oob.Notes) -> list[oob.OobNic]:
+        at = oob.where(system, "the System")
+        collection = self._oob_link(system, "EthernetInterfaces", at)
+        if collection is None:
+            notes.add("nics: the System links no EthernetInterfaces")
+            return []
+        out: list[oob.OobNic] = []
+        for path in self._oob_members(collection, "nics", oob.MAX_NICS, notes):
+            doc = self._oob_member("nics", notes, path)
+            nic = oob.nic_entry(doc, notes) if doc is not None else None
+            if nic is not None:
+                out.append(nic)
+        return out
+
+    def _oob_drives(self, system: Doc, notes: oob.Notes) -> list[oob.OobDrive]:
+        """Storage/*/Drives/*, else SimpleStorage/* (see :meth:`oob_inventory`)."""
+        at = oob.where(system, "the System")
+        drives: list[oob.OobDrive] = self._oob_part(
+            "drives", notes, [], lambda: self._oob_storage_drives(system, at, notes))
+        if drives:
+            return drives
+        try:
+            simple = self._oob_link(system, "SimpleStorage", at)
+        except oob.Malformed as exc:
+            notes.add(f"drives: {exc}")
+            return []
+        if simple is None:
+            if self._oob_link_or_none(system, "Storage", at) is None:
+                notes.add("drives: the System links neither Storage nor SimpleStorage")
+            return []
+        return self._oob_part(
+            "drives", notes, [], lambda: self._oob_simple_drives(simple, notes))
+
+    def _oob_simple_drives(self, collection: str, notes: oob.Notes) -> list[oob.OobDrive]:
+        out: list[oob.OobDrive] = []
+        for path in self._oob_members(collection, "drives", oob.MAX_CONTROLLERS, notes):
+            doc = self._oob_member("drives", notes, path)
+            if doc is None:
+                continue
+            try:
+                out.extend(oob.simple_storage_drives(doc, notes))
+            except oob.Malformed as exc:
+                notes.add(f"drives: {exc}")
+        return out[:oob.MAX_DRIVES]
+
+    def _oob_link_or_none(self, doc: Doc, field: str, at: str) -> str | None:
+        try:
+            return self._oob_link(doc, field, at)
+        except oob.Malformed:
+            return None
+
+    def _oob_storage_drives(
+        self, system: Doc, at: str, notes: oob.Notes
+    ) -> list[oob.OobDrive]:
+        collection = self._oob_link(system, "Storage", at)
+        if collection is None:
+            return []
+        out: list[oob.OobDrive] = []
+        seen: set[str] = set()
+        for controller in self._oob_members(collection, "drives", oob.MAX_CONTROLLERS, notes):
+            doc = self._oob_member("drives", notes, controller)
+            refs = doc.get("Drives") if doc is not None else None
+            if refs is None:
+                continue
+            if not isinstance(refs, list):
+                notes.add(f"drives: {controller}: Drives is a {type(refs).__name__}, "
+                          "expected a list")
+                continue
+            for i, ref in enumerate(refs):
+                try:
+                    path = oob.link(ref, controller, f"Drives[{i}]", self.endpoint.base_url)
+                except oob.Malformed as exc:
+                    notes.add(f"drives: {exc}")
+                    continue
+                if path in seen:
+                    continue  # one drive listed by two controllers
+                if len(seen) >= oob.MAX_DRIVES:
+                    LOG.warning("BMC %s: more than %d drives; reading the first %d",
+                                self.name, oob.MAX_DRIVES, oob.MAX_DRIVES)
+                    notes.add(f"drives: more than {oob.MAX_DRIVES}, read the first "
+                              f"{oob.MAX_DRIVES}")
+                    return out
+                seen.add(path)
+                drive = self._oob_member("drives", notes, path)
+                entry = oob.drive_entry(drive, notes) if drive is not None else None
+                if entry is not None:
+                    out.append(entry)
+        return out
+
+    def _oob_firmware(self, root: Doc, notes: oob.Notes) -> list[oob.OobFirmware]:
+        update = self._oob_link(root, "UpdateService", "the service root")
+        if update is None:
+            notes.add("firmware: the service root links no UpdateService")
+            return []
+        service = self._oob_get(update)
+        collection = self._oob_link(service, "FirmwareInventory", update)
+        if collection is None:
+            notes.add(f"firmware: {update} links no FirmwareInventory")
+            return []
+        out: list[oob.OobFirmware] = []
+        for path in self._oob_members(collection, "firmware", oob.MAX_FIRMWARE, notes):
+            doc = self._oob_member("firmware", notes, path)
+            entry = oob.firmware_entry(doc, notes) if doc is not None else None
+            if entry is not None:
+                out.append(entry)
+        return out
+
     def _optional(self, get_collection: Callable[[], Any]) -> list[Any]:
         try:
             collection = get_collection()
@@ -927,6 +1152,15 @@ def _power(doc: Doc) -> PowerState:
         return PowerState(str(value))
     except ValueError:
         raise sushy_exc.SushyError(f"unknown PowerState {value!r}") from None
+
+
+def _http_note(failure: HttpFailure) -> str:
+    """A short line for ``unavailable``: status, request, Redfish's own words (truncated)."""
+    detail = errors.describe_body(failure.body)
+    if len(detail) > 80:
+        detail = detail[:77] + "..."
+    return f"HTTP {failure.status} from {failure.method} {failure.path}" + (
+        f": {detail}" if detail else "")
 
 
 def _opt(value: object) -> str | None:

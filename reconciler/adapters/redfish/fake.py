@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from reconciler.adapters.redfish import errors, inventory
+from reconciler.adapters.redfish import errors, inventory, oob
 from reconciler.adapters.redfish.driver import (
     Bmc,
     BmcDriver,
@@ -36,7 +36,10 @@ RECORDINGS = Path(__file__).with_name("recordings")
 
 class FakeBmc:
     """In-memory BMC. ``documents``: {"system": {...}, "nics": [...], "drives": [...],
-    "cpus": [...], "dimms": [...]} as recorded from a Redfish service."""
+    "cpus": [...], "dimms": [...]} as recorded from a Redfish service; for
+    :meth:`oob_inventory` also, when given, "manager": {...}, "firmware": [...] (members of
+    FirmwareInventory), "simple_storage": [...] and "oob_unavailable": [...] (notes to
+    report, e.g. to test a consumer of a partial inventory)."""
 
     def __init__(
         self,
@@ -187,6 +190,23 @@ class FakeBmc:
             cpus=self.docs.get("cpus", ()),
             dimms=self.docs.get("dimms", ()),
             profile="fake",
+        )
+
+    def oob_inventory(self) -> oob.OobInventory:
+        """The out-of-band record (:mod:`reconciler.adapters.redfish.oob`) of the recorded
+        documents, parsed by the same code as :meth:`Bmc.oob_inventory`."""
+        self._call("oob_inventory")
+        notes = oob.Notes()
+        for note in self.docs.get("oob_unavailable", ()):
+            notes.add(str(note))
+        return oob.from_documents(
+            self.system,
+            manager=self.docs.get("manager"),
+            nics=self.docs.get("nics", ()),
+            drives=self.docs.get("drives", ()),
+            simple_storage=self.docs.get("simple_storage", ()),
+            firmware=self.docs.get("firmware", ()),
+            notes=notes,
         )
 
 
