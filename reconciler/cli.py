@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("reconciler.commands.inventory", "check an inventory repository, every problem"),
     "render": ("reconciler.commands.inventory", "print a server's seed files and build request"),
     "plan": ("reconciler.commands.inventory", "what merging an inventory change would do"),
+    "scaffold": ("reconciler.commands.scaffold",
+                 "print a server file filled from its inspection report"),
     "build": ("reconciler.commands.build",
               "build a UKI and a bootable ISO with a per-server overlay"),
     "serve": ("reconciler.commands.serve", "run the build / artifact / checkin HTTP service"),

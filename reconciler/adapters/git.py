@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import git
 from reconciler.errors import InputError
 from reconciler.model import limits
 from reconciler.model.inventory import (
+    INSPECTION_DIR,
     PROFILES_FILE,
     SERVERS_DIR,
     SUBNETS_FILE,
@@ -46,6 +47,9 @@ SYMLINK_MODE = "120000"
 SUBMODULE_MODE = "160000"
 _INVENTORY_PATHS = (SUBNETS_FILE, PROFILES_FILE, POLICY_FILE, SERVERS_DIR.rstrip("/"),
                     TEMPLATES_DIR.rstrip("/"))
+# Listed after the rest (git's tree order would put it first), so the limits refuse a report
+# before a server file, as in the work tree.
+_REPORT_PATHS = (INSPECTION_DIR.rstrip("/"),)
 
 
 def blob_id(data: bytes) -> str:
@@ -127,7 +131,7 @@ class GitInventory:
         blobs_out: dict[str, str] = {}
         refused: list[Problem] = []
         intake = limits.Intake()
-        for mode, kind, sha, size, rel in self._tree(commit):
+        for mode, kind, sha, size, rel in self._entries(commit):
             if intake.stopped:
                 break
             refusal = intake.entry()
@@ -155,11 +159,15 @@ class GitInventory:
                      for rel, sha in blobs_out.items()}
         return Snapshot(commit, files_out, blobs_out, self.seniority(commit), tuple(refused))
 
-    def _tree(self, commit: str) -> list[tuple[str, str, str, int, str]]:
-        """(mode, kind, object id, size, inventory-relative path) of the inventory's entries
+    def _entries(self, commit: str) -> Iterator[tuple[str, str, str, int, str]]:
+        yield from self._tree(commit, _INVENTORY_PATHS)
+        yield from self._tree(commit, _REPORT_PATHS)
+
+    def _tree(self, commit: str, paths: tuple[str, ...]) -> list[tuple[str, str, str, int, str]]:
+        """(mode, kind, object id, size, inventory-relative path) of the entries of ``paths``
         at ``commit``, from ``git ls-tree -r -l``: at most one more than MAX_ENTRIES are read
         from git, however many the tree holds."""
-        specs = [f":(literal){self.prefix}{p}" for p in _INVENTORY_PATHS]
+        specs = [f":(literal){self.prefix}{p}" for p in paths]
         proc = self.repo.git.ls_tree("-r", "-z", "-l", "--full-tree", commit, "--", *specs,
                                      as_process=True)
         raw: list[bytes] = []

@@ -3,6 +3,9 @@
 - ``validate PATH``: every problem, one per line (``file:line: path: message``); exit 0 when
   clean, 1 when there are problems. Template overrides in the inventory are rendered for every
   valid host, both purposes, so one that fails for some host is a problem here, not at boot.
+  Then the warnings (``WARNING ...``), which do not change the exit status: server files that
+  contradict their inspection reports (:mod:`reconciler.model.evidence`), reports of servers
+  the inventory does not have.
 - ``render HOST --repo PATH``: the rendered seed files and the build request.
 - ``plan --repo PATH [--base REV] [--head REV] [--format markdown|json]``: what merging head
   would do. Defaults: head is the working tree, base is HEAD. Exit 1 when head has problems.
@@ -21,7 +24,14 @@ from reconciler.adapters import secrets
 from reconciler.adapters.git import WORKTREE, GitInventory, Snapshot
 from reconciler.errors import InputError, ReconcilerError
 from reconciler.log import redact
-from reconciler.model import Inventory, Problem, desired_hosts, load_inventory, parse_inventory
+from reconciler.model import (
+    Inventory,
+    Problem,
+    desired_hosts,
+    evidence,
+    load_inventory,
+    parse_inventory,
+)
 from reconciler.model.inventory import ParseCache
 from reconciler.model.problems import sort_problems
 from reconciler.plan.inventory_diff import diff_inventories, to_record
@@ -53,9 +63,10 @@ def load_worktree(path: Path) -> tuple[Inventory, list[Problem]]:
 def _validate(args: argparse.Namespace) -> int:
     root = _directory(args.path)
     inventory, problems = load_worktree(root)
+    hosts = desired_hosts(inventory) if inventory.templates or inventory.inspections else {}
     if inventory.templates:
-        problems = sort_problems(problems + template_problems(inventory,
-                                                              desired_hosts(inventory)))
+        problems = sort_problems(problems + template_problems(inventory, hosts))
+    notes = evidence.warnings(inventory, hosts)
     if args.check_credentials:
         for _, server in sorted(inventory.servers.items()):
             if server.state == "unmanaged":
@@ -70,13 +81,17 @@ def _validate(args: argparse.Namespace) -> int:
         print(json.dumps({"problems": [{k: redact(v) if isinstance(v, str) else v
                                         for k, v in (p.to_record() | {"text": str(p)}).items()}
                                        for p in problems],
+                          "warnings": [redact(line) for line in notes],
                           "servers": len(inventory.servers),
                           "rejected": sorted(inventory.rejected)}, indent=2))
     else:
         for problem in problems:
             print(redact(str(problem)))
+        for line in notes:
+            print(redact(line))
         print(f"{len(inventory.servers) + len(inventory.rejected)} servers, "
-              f"{len(inventory.rejected)} rejected, {len(problems)} problems", file=sys.stderr)
+              f"{len(inventory.rejected)} rejected, {len(problems)} problems"
+              + (f", {len(notes)} warnings" if notes else ""), file=sys.stderr)
     return 1 if problems else 0
 
 

@@ -7,6 +7,8 @@ Repository layout (see docs/inventory.md)::
     servers/**/<name>.yaml  one file per server; the file name is the server's name
     reconciler.yaml         optional: the loop's policy (reconciler.model.policy)
     templates/*.j2          optional: override the project's templates/ of the same name
+    inspection/<name>.yaml  written by the reconciler: what inspecting a server found
+                            (reconciler.model.inspection); never part of a desired state
 
 :func:`parse_inventory` is pure: it takes the files as bytes, so the same code validates a
 working tree, a git revision, or test data.
@@ -26,7 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from reconciler.model import ipam, limits, schema
+from reconciler.model import inspection, ipam, limits, schema
 from reconciler.model.bulk import paused_gc
 from reconciler.model.policy import POLICY_FILE, Policy
 from reconciler.model.problems import Problem, dotted, sort_problems
@@ -36,6 +38,7 @@ SUBNETS_FILE = "subnets.yaml"
 PROFILES_FILE = "profiles.yaml"
 SERVERS_DIR = "servers/"
 TEMPLATES_DIR = "templates/"
+INSPECTION_DIR = inspection.INSPECTION_DIR
 STATES = ("provisioned", "inspected", "off", "unmanaged")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -156,6 +159,11 @@ class Inventory:
     # Server name -> its memo entry (desired_hosts reuses hosts built from the same inputs).
     built: Mapping[str, Built] = field(default_factory=lambda: _EMPTY, compare=False,
                                        repr=False)
+    # Server name -> its inspection report (inspection/<name>.yaml, schema-valid; plain data:
+    # do not modify). Reports never change a desired state; see reconciler.model.evidence.
+    inspections: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: _EMPTY)
+    # Worth saying but not wrong: a report of a server the inventory does not have.
+    warnings: tuple[Problem, ...] = ()
 
     @property
     def templates_digest(self) -> str:
@@ -576,6 +584,7 @@ def _parse_inventory(
         for line, label in schema.template_secrets(text):
             run.loose.append(Problem(TEMPLATES_DIR + name, line, "",
                                      f"looks like {label}: {schema.SECRET_HINT}"))
+    inspections, warnings = _inspections(run, files, set(by_path.values()))
     problems = run.loose + [p for d in run.docs.values() for p in d.problems]
     inventory = Inventory(
         subnets=MappingProxyType(subnets),
@@ -588,9 +597,33 @@ def _parse_inventory(
         allocation=allocation,
         seniority=tuple(n for n in order if n in servers),
         built=MappingProxyType({n: memo[n] for n in servers}),
+        inspections=MappingProxyType(inspections),
+        warnings=tuple(sort_problems(warnings)),
     )
     forget_lines()
     return inventory, sort_problems(problems)
+
+
+def _inspections(run: _Run, files: Mapping[str, bytes], servers: set[str],
+                 ) -> tuple[dict[str, Mapping[str, Any]], list[Problem]]:
+    """The inspection reports, read after every server file (so the shared budgets refuse a
+    report before a server). A report that fails its checks is a problem and is left out --
+    the reconciler writes it again; one whose server has no file (any file, valid or not) is a
+    warning: kept, describing nothing."""
+    reports: dict[str, Mapping[str, Any]] = {}
+    warnings: list[Problem] = []
+    for path in sorted(p for p in files if p.startswith(INSPECTION_DIR)):
+        name = inspection.report_name(path)
+        if name is None:
+            continue
+        doc = _load_doc(run, files, path, "inspection")
+        if doc is None or not inspection.check(doc, name):
+            continue
+        if name not in servers:
+            warnings.append(doc.problem(("server",), f"no server {name!r} in {SERVERS_DIR}: "
+                                        "this report describes nothing"))
+        reports[name] = doc.data
+    return reports, warnings
 
 
 def _declared(run: _Run, file: str, key: str) -> frozenset[str] | None:
@@ -627,6 +660,8 @@ def _cross_checks(run: _Run, servers: Mapping[str, Server], order: list[str]) ->
                 run.rejected.add(name)
 
 
+# The directories of an inventory (every file below them counts towards limits.MAX_ENTRIES).
+_DIRS = (SERVERS_DIR, TEMPLATES_DIR, INSPECTION_DIR)
 # Opening a path component: never through a symlink (ELOOP instead), never blocking on a FIFO.
 _OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _SYMLINK = "symlinks are not followed"
@@ -648,11 +683,13 @@ def odd_name(rel: str) -> Problem | None:
 
 def wanted(rel: str) -> bool:
     """Whether ``rel`` (repository-relative) is an inventory file: the top-level YAML files,
-    servers/**/*.yaml|yml, templates/**/*.j2. Nothing else is ever read."""
+    servers/**/*.yaml|yml, templates/**/*.j2, inspection/*.yaml. Nothing else is ever read."""
     if rel in (SUBNETS_FILE, PROFILES_FILE, POLICY_FILE):
         return True
     if rel.startswith(SERVERS_DIR):
         return rel.endswith((".yaml", ".yml"))
+    if rel.startswith(INSPECTION_DIR):
+        return inspection.report_name(rel) is not None
     return rel.startswith(TEMPLATES_DIR) and rel.endswith(".j2")
 
 
@@ -686,7 +723,7 @@ class _TreeReader:
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                if not stat.S_ISDIR(st.st_mode) or rel.startswith((SERVERS_DIR, TEMPLATES_DIR)):
+                if not stat.S_ISDIR(st.st_mode) or rel.startswith(_DIRS):
                     self.refuse(rel, "not a regular file")
                 return
             refusal = self.intake.file(st.st_size)
@@ -785,7 +822,7 @@ def read_worktree(root: Path) -> tuple[dict[str, bytes], list[Problem]]:
     try:
         for name in (SUBNETS_FILE, PROFILES_FILE, POLICY_FILE):
             reader.file(root_fd, name, name)
-        for sub in (SERVERS_DIR, TEMPLATES_DIR):
+        for sub in _DIRS:  # inspection/ last: the budgets refuse a report before a server
             if not reader.intake.stopped:
                 reader.directory(root_fd, sub.rstrip("/"), sub.rstrip("/"))
     finally:

@@ -25,7 +25,7 @@ MAX_FILE_BYTES = 256 * KiB  # one YAML file or template
 # All files together. Parsed YAML takes about 13 times its size in memory (measured on the
 # bench's inventory), so this is what keeps a repository of dense files under the memory bound.
 MAX_TOTAL_BYTES = 16 * MiB
-MAX_ENTRIES = 20_000  # files and directories under servers/ and templates/, together
+MAX_ENTRIES = 20_000  # files and directories under servers/, templates/, inspection/, together
 MAX_DIRECTORY_DEPTH = 16  # servers/a/b/... (a path of the inventory has at most this many /)
 
 # Parsing.
@@ -73,8 +73,8 @@ class Intake:
         self.entries += 1
         if self.entries > MAX_ENTRIES:
             self.stopped = True
-            return (f"more than {MAX_ENTRIES:,} files and directories in servers/ and "
-                    "templates/: the rest is not read")
+            return (f"more than {MAX_ENTRIES:,} files and directories in servers/, "
+                    "templates/ and inspection/: the rest is not read")
         return None
 
     def file(self, size: int) -> str | None:

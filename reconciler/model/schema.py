@@ -27,6 +27,7 @@ SCHEMA_FILES = {
     "profiles": "profiles.schema.json",
     "subnets": "subnets.schema.json",
     "policy": "policy.schema.json",
+    "inspection": "inspection.schema.json",
 }
 
 _TYPE_NAMES = {

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.model import evidence
 from reconciler.model.desired import DesiredHost, desired_hosts
 from reconciler.model.impact import FIELD_EFFECTS, Effect, effects_of
 from reconciler.model.inventory import Inventory
@@ -81,6 +82,9 @@ class InventoryPlan:
     new_collisions: frozenset[tuple[str, str]]
     problems: tuple[Problem, ...]
     unchanged: int
+    # Head's server files that contradict their inspection reports, and reports of servers
+    # head does not have (``WARNING ...`` lines, reconciler.model.evidence.warnings).
+    warnings: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, int]:
         count = {k: sum(1 for h in self.hosts if h.kind == k)
@@ -183,7 +187,8 @@ def diff_inventories(base: Inventory, head: Inventory, *, problems: list[Problem
     new_collisions = frozenset((c.host, c.interface) for c in head.allocation.collisions
                                if (c.host, c.interface) not in base_collided)
     return InventoryPlan(base_name, head_name, tuple(plans), head.allocation.collisions,
-                         new_collisions, tuple(problems), unchanged)
+                         new_collisions, tuple(problems), unchanged,
+                         tuple(evidence.warnings(head, new_hosts)))
 
 
 def to_record(plan: InventoryPlan) -> dict[str, Any]:
@@ -223,4 +228,5 @@ def to_record(plan: InventoryPlan) -> dict[str, Any]:
             for c in plan.collisions
         ],
         "problems": [p.to_record() | {"text": str(p)} for p in plan.problems],
+        "warnings": list(plan.warnings),
     }

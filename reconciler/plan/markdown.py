@@ -88,6 +88,14 @@ def render_markdown(plan: InventoryPlan) -> str:
         if len(plan.collisions) > MAX_LINES:
             lines.append(f"- … {len(plan.collisions) - MAX_LINES} more")
         lines.append("")
+    if plan.warnings:
+        lines += [f"### Warnings ({len(plan.warnings)})", "",
+                  "Server files that contradict their inspection reports (inspection/): check "
+                  "the file before the reconciler writes a disk (it refuses to).", "", "```"]
+        lines += list(plan.warnings[:MAX_LINES])
+        if len(plan.warnings) > MAX_LINES:
+            lines.append(f"… {len(plan.warnings) - MAX_LINES} more")
+        lines += ["```", ""]
     if plan.problems:
         lines += [f"### Validation problems in head ({len(plan.problems)})", "", "```"]
         lines += [str(p) for p in plan.problems[:MAX_LINES]]

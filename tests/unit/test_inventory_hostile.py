@@ -347,8 +347,8 @@ def test_git_blob_sizes_and_counts_are_checked_before_reading(
     assert sorted(snap.files) == ["profiles.yaml", "reconciler.yaml"]  # tree order
     assert [str(p) for p in snap.refused] == [
         "servers/big.yaml: file is 300,012 bytes, more than the limit of 256 KiB",
-        "servers/lab-host-01.yaml: more than 3 files and directories in servers/ and "
-        "templates/: the rest is not read"]
+        "servers/lab-host-01.yaml: more than 3 files and directories in servers/, "
+        "templates/ and inspection/: the rest is not read"]
 
 
 # -- 3. YAML: aliases and nesting ----------------------------------------------------------
@@ -438,8 +438,8 @@ def test_repository_totals_are_bounded(
     root = _inventory(tmp_path)
     monkeypatch.setattr("reconciler.model.limits.MAX_ENTRIES", 2)
     assert _validate(root, capsys)[1] == [
-        "servers/: more than 2 files and directories in servers/ and templates/: the rest "
-        "is not read"]
+        "servers/: more than 2 files and directories in servers/, templates/ and "
+        "inspection/: the rest is not read"]
     monkeypatch.setattr("reconciler.model.limits.MAX_ENTRIES", 100)
     monkeypatch.setattr("reconciler.model.limits.MAX_TOTAL_BYTES", 3000)
     assert _validate(root, capsys)[1] == [
