@@ -143,6 +143,8 @@ def contradictions(
     kind = "serial" if host.disk.serial else "wwn"
     wanted = (host.disk.serial or "").strip().casefold() if kind == "serial" else \
         normalise_wwn(host.disk.wwn or "")
+    if not wanted:
+        return out  # not an identifier the schema lets through: nothing to compare
     shown_value = host.disk.serial if kind == "serial" else host.disk.wwn
     disk_sources: list[tuple[_Source, list[_Disk]]] = []
     hw_disks = [_Disk.of(d.get("serial"), d.get("wwn"), d.get("size_bytes"), d.get("name"))

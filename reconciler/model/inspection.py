@@ -10,8 +10,10 @@ replaced as a whole by the inspection that produces it:
 
 **Canonical.** The same hardware gives the same bytes, so a re-inspection that finds nothing
 new makes no commit: keys sorted, lists sorted by identity (NICs by MAC; disks and drives by
-serial, then WWN, then name; firmware by name, then version), MACs lower case, WWNs
-normalised (:func:`normalise_wwn`), text stripped, and nothing that changes from one boot or
+serial, then WWN, then name; firmware by name, then version), MACs and WWNs in the canonical
+forms of :mod:`reconciler.model.identifiers` (the Redfish driver's too; a WWN that is not one,
+like Linux's ``nvme.<vid>-...`` fallback, is left out), text stripped, and nothing that
+changes from one boot or
 one reading to the next: no timestamps or inspection ids (the time goes in the commit message),
 no temperatures, power state or health, no link state or speed, no kernel names of NICs (the
 ephemeral OS's naming policy, not the hardware) and no disk device names (``sda`` and
@@ -24,6 +26,10 @@ anyway (:data:`reconciler.model.impact.INSPECT_FIELDS`).
 **Untrusted.** Both sources are read from machines: every value is type-checked, text is
 bounded and printable, lists are bounded, and a wrong shape is a :class:`ReportError` naming
 the field. A report file is hostile input like any inventory file (:func:`load`).
+
+**A BMC part that could not be read** (the driver's ``unavailable`` notes: ``drives: HTTP
+500``) keeps what the committed report has for that part (:func:`merge`): a BMC hiccup must not
+commit "drive removed" today and "drive added" tomorrow.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from typing import Any
 import yaml
 
 from reconciler.errors import PermanentError
-from reconciler.model import limits, schema
+from reconciler.model import identifiers, limits, schema
 from reconciler.model.problems import Problem, dotted, sort_problems
 from reconciler.model.yamlio import Document, parse
 
@@ -47,9 +53,7 @@ MAX_TEXT = 256  # characters of one value
 MAX_ITEMS = 256  # entries of one list
 MAX_SECTION_BYTES = 96 * limits.KiB  # one section as YAML: two fit a file with room to spare
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_MAC = re.compile(r"^[0-9a-f]{2}([:-]?[0-9a-f]{2}){5}$")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-_COLON_HEX = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2})+$")
 # hw-inventory reports ``uname -m``; the inventory spells architectures like Debian.
 _ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 # hw-inventory's DMI keys -> the report's.
@@ -64,6 +68,8 @@ _RF_SYSTEM = ("manufacturer", "model", "serial_number", "sku", "part_number", "u
               "bios_version")
 _RF_MANAGER = ("manufacturer", "model", "firmware_version")
 _RF_DRIVE = ("name", "model", "serial_number", "wwn", "size_bytes", "protocol", "media_type")
+# Parts of the driver's record an ``unavailable`` note ("<part>: <why>") can name.
+_RF_PARTS = ("manager", "nics", "drives", "firmware")
 
 Doc = dict[str, Any]
 
@@ -78,20 +84,15 @@ class ReportError(PermanentError):
 # --- normalising -----------------------------------------------------------------------------
 
 
-def normalise_wwn(wwn: str) -> str:
-    """``0x5000C500A1B2C3D4``, ``naa.5000c500a1b2c3d4``, ``wwn-0x5000...`` -> ``5000c500...``.
-
-    The comparison ``find_disk`` makes on the ephemeral OS (``engine/remote._normalise_wwn``:
-    lower case, ``wwn-``/``0x``/``naa.`` prefixes dropped), plus colons dropped from a
-    colon-separated hex form (``50:00:c5:00:...``, as some BMCs write it). Reports store this
-    form; evidence compares a server file's ``disk.wwn`` in it.
-    """
-    value = wwn.strip().lower()
-    for prefix in ("wwn-", "0x", "naa."):
-        value = value.removeprefix(prefix)
-    if _COLON_HEX.match(value):
-        value = value.replace(":", "")
-    return value
+def normalise_wwn(wwn: str) -> str | None:
+    """``0x5000C500A1B2C3D4``, ``naa.5000c500a1b2c3d4``, ``eui.…``, ``50:00:c5:…`` ->
+    ``5000c500a1b2c3d4``: :func:`reconciler.model.identifiers.normalise_wwn` (the form the
+    Redfish driver reports), None for what is not a WWN. Reports store this form; evidence
+    compares a server file's ``disk.wwn`` in it."""
+    try:
+        return identifiers.normalise_wwn(wwn)
+    except ValueError:
+        return None
 
 
 def _where(source: str, path: Sequence[str | int]) -> str:
@@ -132,20 +133,19 @@ def _mac(value: Any, source: str, path: Sequence[str | int]) -> str | None:
     text = _text(value, source, path)
     if text is None:
         return None
-    mac = text.lower()
-    if not _MAC.match(mac):
-        raise ReportError(f"{_where(source, path)}: {text!r} is not a MAC address")
-    digits = mac.replace(":", "").replace("-", "")
-    if digits == "000000000000":
+    try:
+        mac = identifiers.normalise_mac(text)
+    except ValueError:
+        raise ReportError(f"{_where(source, path)}: {text[:40]!r} is not a MAC address"
+                          ) from None
+    if mac == "00:00:00:00:00:00":
         return None  # what some BMCs say for a port they know nothing about
-    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
+    return mac
 
 
 def _wwn(value: Any, source: str, path: Sequence[str | int]) -> str | None:
     text = _text(value, source, path)
-    if text is None:
-        return None
-    return normalise_wwn(text) or None
+    return normalise_wwn(text) if text is not None else None
 
 
 def _mapping(value: Any, source: str, path: Sequence[str | int]) -> Mapping[str, Any]:
@@ -329,7 +329,15 @@ def hardware_section(inv: Any, *, primary_mac: str | None = None) -> Doc:
     return _bounded(out, src)
 
 
-def redfish_section(raw: Mapping[str, Any]) -> Doc:
+class RedfishSection(dict[str, Any]):
+    """A ``redfish`` section (a plain dict to compare and dump) that also knows which parts
+    the BMC could not read this time (``unavailable``): :func:`merge` keeps the committed
+    report's reading of those. A copy is a plain dict, which replaces every part."""
+
+    unavailable: frozenset[str] = frozenset()
+
+
+def redfish_section(raw: Mapping[str, Any]) -> RedfishSection:
     """The report's ``redfish`` section from the Redfish driver's out-of-band inventory::
 
         {"system": {manufacturer, model, serial_number, sku, part_number, uuid, bios_version},
@@ -338,11 +346,21 @@ def redfish_section(raw: Mapping[str, Any]) -> Doc:
          protocol, media_type}], "firmware": [{name, version}]}
 
     A None value is what the BMC did not say: left out. A NIC without a MAC (or with
-    00:00:00:00:00:00) is left out; so is an entry with nothing left.
+    00:00:00:00:00:00) is left out; so is an entry with nothing left. ``unavailable`` (the
+    driver's notes, ``"<part>: <why>"``) is not part of the section: the parts it names are
+    in :attr:`RedfishSection.unavailable`.
     """
     src = "Redfish inventory"
     data = _mapping(raw, src, ())
-    _only(data, ("system", "manager", "nics", "drives", "firmware"), src, ())
+    _only(data, ("system", "manager", "nics", "drives", "firmware", "unavailable"), src, ())
+    unavailable = set()
+    for i, note in enumerate(_list(data.get("unavailable"), src, ("unavailable",))):
+        if not isinstance(note, str):
+            raise ReportError(f"{src} unavailable[{i}]: expected text, got "
+                              f"{type(note).__name__}")
+        named = note.split(":", 1)[0].strip()
+        if named in _RF_PARTS:
+            unavailable.add(named)
     out: Doc = {}
     for key, fields in (("system", _RF_SYSTEM), ("manager", _RF_MANAGER)):
         part = _mapping(data.get(key), src, (key,))
@@ -385,7 +403,9 @@ def redfish_section(raw: Mapping[str, Any]) -> Doc:
                              ("firmware", firmware, FIRMWARE_KEY)):
         if items:
             out[key] = sorted(items, key=sort)
-    return _bounded(out, src)
+    section = RedfishSection(_bounded(out, src))
+    section.unavailable = frozenset(unavailable)
+    return section
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -418,15 +438,22 @@ def merge(previous: Mapping[str, Any] | None, server: str, *,
           redfish: Mapping[str, Any] | None = None) -> Doc:
     """The report of ``server`` after an inspection: ``previous`` (the committed one, or
     None) with the section(s) given replaced; an out-of-band inspection gives ``redfish``
-    alone and leaves ``hardware`` as it was, an in-band one the other way round."""
+    alone and leaves ``hardware`` as it was, an in-band one the other way round. A part of a
+    :class:`RedfishSection` the BMC could not read keeps ``previous``'s reading of it."""
     if previous is not None and previous.get("server") != server:
         raise ValueError(f"the previous report is of {previous.get('server')!r}, not {server!r}")
     doc: Doc = {"server": server}
     for key, given in (("hardware", hardware), ("redfish", redfish)):
         if given is not None:
-            doc[key] = given
+            doc[key] = dict(given)
         elif previous is not None and isinstance(previous.get(key), Mapping):
             doc[key] = previous[key]
+    old = previous.get("redfish") if previous is not None else None
+    if isinstance(redfish, RedfishSection) and isinstance(old, Mapping):
+        for part in redfish.unavailable:
+            doc["redfish"].pop(part, None)
+            if part in old:
+                doc["redfish"][part] = old[part]
     return canonical(doc)
 
 

@@ -62,8 +62,9 @@ def _items(part: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
 
 def _disk_id(serial: Any, wwn: Any) -> dict[str, str] | None:
     """``disk`` for the server file: by WWN when it has the schema's form, else by serial."""
-    if isinstance(wwn, str) and _WWN_HEX.match(normalise_wwn(wwn)):
-        return {"wwn": "0x" + normalise_wwn(wwn)}
+    canonical = normalise_wwn(wwn) if isinstance(wwn, str) else None
+    if canonical is not None and _WWN_HEX.match(canonical):
+        return {"wwn": "0x" + canonical}
     if isinstance(serial, str) and _SERIAL.match(serial):
         return {"serial": serial}
     return None
@@ -178,9 +179,10 @@ def scaffold(name: str, current: Mapping[str, Any], report: Mapping[str, Any], *
     confirmed = False
     if isinstance(disk, Mapping) and disks:
         serial, wwn = disk.get("serial"), disk.get("wwn")
+        wanted = normalise_wwn(str(wwn)) if wwn else None
         confirmed = any((serial and d.get("serial") == serial)
-                        or (wwn and d.get("wwn") and normalise_wwn(str(d["wwn"]))
-                            == normalise_wwn(str(wwn))) for d in disks)
+                        or (wanted and d.get("wwn") and normalise_wwn(str(d["wwn"])) == wanted)
+                        for d in disks)
     if confirmed:
         fields["disk"] = ([f"kept: the report's {source} have it"], dict(disk or {}))
     else:

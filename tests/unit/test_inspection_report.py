@@ -164,6 +164,36 @@ def test_wwns_are_normalised_like_find_disk_compares_them(wwn: str) -> None:
         assert _normalise_wwn(wwn) == normalise_wwn(wwn)
 
 
+def test_what_is_not_a_wwn_is_left_out() -> None:
+    hw = copy.deepcopy(HW)
+    hw["disks"][0]["wwn"] = "nvme.1b36-4c41424449534b30303031-51454d55-00000001"  # Linux fallback
+    hw["disks"][1]["wwn"] = "eui.0025385B71B0A0B5"
+    disks = hardware_section(hw)["disks"]
+    assert {d.get("serial"): d.get("wwn") for d in disks} == {
+        "LABDISK0001": None, "QM00005": "0025385b71b0a0b5", None: None}
+
+
+def test_a_bmc_part_that_could_not_be_read_keeps_the_committed_reading() -> None:
+    old = _report()
+    raw = {**RF, "drives": [], "firmware": [{"name": "BIOS", "version": "1.0"}],
+           "nics": [{"mac": "52:54:00:18:00:07", "name": "eth9"}],
+           "unavailable": ["drives: HTTP 500 Internal Server Error",
+                           "firmware: /redfish/v1/UpdateService/FirmwareInventory/2: HTTP 404",
+                           "/redfish/v1/Systems/1: Model is a int, expected a string"]}
+    section = redfish_section(raw)
+    assert section.unavailable == {"drives", "firmware"} and "unavailable" not in section
+    new = merge(old, "lab-host-01", redfish=section)
+    assert new["redfish"]["drives"] == old["redfish"]["drives"]
+    assert new["redfish"]["firmware"] == old["redfish"]["firmware"]
+    assert new["redfish"]["nics"] == [{"mac": "52:54:00:18:00:07", "name": "eth9"}]
+    assert "unavailable" not in dump(new)
+    # without a committed reading, what was read is what there is
+    first = merge(None, "lab-host-01", redfish=section)
+    assert "drives" not in first["redfish"] and len(first["redfish"]["firmware"]) == 1
+    with pytest.raises(ReportError, match="unavailable\\[0\\]: expected text"):
+        redfish_section({"unavailable": [3]})
+
+
 def test_reports_are_valid_against_their_schema_and_load_back_equal() -> None:
     schema = json.loads((paths.schemas_dir() / "inventory" / "inspection.schema.json")
                         .read_text())
@@ -370,3 +400,30 @@ def test_a_bmc_only_server_file_is_valid_for_state_inspected() -> None:
     assert {p.path for p in problems} == {"disk", "interfaces"}
     _, problems = parse_inventory(files({"lab-host-01": {**bmc_only, "inspect_generation": -1}}))
     assert [p.path for p in problems] == ["inspect_generation"]
+
+
+# --- the Redfish driver's real record -----------------------------------------------------
+
+
+@pytest.mark.parametrize("vendor", ["dell_idrac9", "hpe_ilo6", "supermicro_x11"])
+def test_the_drivers_record_makes_a_valid_stable_section(vendor: str) -> None:
+    import time
+
+    from reconciler.adapters.redfish import Bmc, BmcEndpoint, ClientSettings
+    from tests.fixtures.redfish_mockups import MockupBmc
+    from tests.fixtures.redfish_mockups import load as mockup
+
+    settings = ClientSettings(connect_timeout=1.0, read_timeout=5.0, poll_interval=0.01,
+                              backoff=0.001)
+    with MockupBmc(mockup(vendor)) as server:
+        bmc = Bmc(BmcEndpoint(server.url, server.username, server.password), settings,
+                  sleep=lambda s: time.sleep(min(s, 0.002)))
+        with bmc:
+            record = bmc.oob_inventory()
+    section = redfish_section(record)
+    doc = merge(None, "lab-host-01", redfish=section)
+    text = dump(doc)
+    assert load(text, "inspection/lab-host-01.yaml") == doc
+    assert dump(merge(None, "lab-host-01", redfish=redfish_section(
+        _shuffled(copy.deepcopy(dict(record)), random.Random(3))))) == text
+    assert section.get("nics") and section.get("firmware")
