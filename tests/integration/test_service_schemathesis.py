@@ -12,6 +12,9 @@ about facts JSON Schema cannot state:
   status of *positive_data_acceptance* for that one operation.
 
 The queue is long enough that generated builds never meet a 503 (the bound has its own test).
+The operations of a reconcile loop (the brake, the git webhook) answer 404 under ``reconciler
+serve`` alone whatever they are sent: 404 is what *positive_data_acceptance* expects of them, and
+the warning that they only ever answer 404 is off.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ CONFIG = """\
 [[operations]]
 include-operation-id = "CreateBuild"
 checks.positive_data_acceptance.expected-statuses = ["2XX", "400"]
+
+[[operations]]
+include-operation-id = ["Pause", "Resume", "GitWebhook"]
+checks.positive_data_acceptance.expected-statuses = ["404"]
+warnings = false
 """
 
 
@@ -80,6 +88,9 @@ def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
         output = result.stdout + result.stderr
         print(output[-3000:])
         assert result.returncode == 0, output[-6000:]
-        assert "16 selected / 16 total" in output and "No issues found" in output, output[-3000:]
+        operations = sum(len([m for m in item if m != "parameters"])
+                         for item in spec["paths"].values())
+        assert f"{operations} selected / {operations} total" in output, output[-3000:]
+        assert "No issues found" in output, output[-3000:]
         # Nothing the fuzzer sent may have crashed a handler.
         assert "Traceback" not in svc.log.read_text(), svc.log_tail(80)
