@@ -76,6 +76,9 @@ class ServiceSettings:
     # the concurrent BMC downloads plus room for the JSON API.
     threads: int = 32
     shutdown_timeout: float = 10.0
+    # The read-only status page and fleet API (GET /status, /api/v1/hosts, /api/v1/revision)
+    # for untrusted clients too; by default only trusted networks see the fleet.
+    status_public: bool = False
 
     @property
     def tls_enabled(self) -> bool:
@@ -168,6 +171,20 @@ def _parse_int(low: int, high: int) -> Callable[[object, str], int]:
     return parse
 
 
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def parse_bool(value: object, source: str) -> bool:
+    """A YAML boolean, or its spelling in an environment variable or flag (true/false, yes/no,
+    on/off, 1/0)."""
+    if isinstance(value, bool):
+        return value
+    text = _text(value, source).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise InputError(f"{source}: {value!r} is not a boolean", hint="true or false")
+
+
 def _parse_seconds(value: object, source: str) -> float:
     seconds: float = parse_number(0, 3600)(value, source)
     return seconds
@@ -191,6 +208,7 @@ SETTINGS: dict[str, Callable[[object, str], Any]] = {
     "max_request_bytes": _parse_int(1024, 1024 * 1024 * 1024),
     "threads": _parse_int(2, 1024),
     "shutdown_timeout": _parse_seconds,
+    "status_public": parse_bool,
 }
 assert set(SETTINGS) == {f.name for f in fields(ServiceSettings)}
 

@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+# The record `reconciler status --json` prints is the status page's and the fleet API's.
+from reconciler.engine.statusview import last_operation as last_operation
+from reconciler.engine.statusview import status_record
 from reconciler.errors import InputError
 
 LOG = logging.getLogger(__name__)
@@ -137,68 +140,6 @@ async def _run(settings: Any, *, once: bool) -> int:
 
 
 # --- status ---------------------------------------------------------------------------------
-
-
-def status_record(data_dir: Path, server: str | None = None) -> dict[str, Any]:
-    """``reconciler status --json``; also what the status page and API serve."""
-    from reconciler.adapters.statedb import StateDB
-
-    path = data_dir / "state.db"
-    if not path.exists():
-        raise InputError(f"{data_dir}: no state database (has `reconciler run` started here?)")
-    db = StateDB(path)
-    try:
-        fleet = db.fleet()
-        hosts = db.hosts()
-        if server is not None and server not in hosts:
-            raise InputError(f"{server}: no such server in {path}")
-        rows = []
-        for name, st in hosts.items():
-            if server is not None and name != server:
-                continue
-            history = db.history(name, limit=50 if server else 20)
-            last_op = last_operation(history)
-            rows.append({
-                "name": name,
-                "desiredState": st.desired_state,
-                "appliedState": st.applied_state,
-                "workflow": st.workflow,
-                "step": st.step,
-                "progress": _progress(st.progress),
-                "conditions": [c.to_record() for c in st.conditions],
-                "lastAppliedRevision": st.last_applied_revision,
-                "lastAttemptedRevision": st.last_attempted_revision,
-                "lastError": st.last_error,
-                "bmcError": st.observe_error,
-                "attempts": st.attempts,
-                "nextRetry": st.next_retry,
-                "orphaned": st.orphaned,
-                "invalid": st.invalid,
-                "lastOperation": last_op,
-                **({"history": [h.to_record() for h in history]} if server else {}),
-            })
-        return {"revision": {k: fleet.get(k) for k in (
-            "lastFetched", "lastFetchedSubject", "lastAttemptedRevision", "lastAppliedRevision",
-            "lastFetchError", "lastError", "lastPassAt")}, "hosts": rows}
-    finally:
-        db.close()
-
-
-def _progress(scratch: Any) -> dict[str, Any]:
-    """The public part of a workflow's scratch (never a URL's credentials or a key)."""
-    keep = ("build_id", "disk", "downloaded_bytes", "written_bytes")
-    return {k: scratch[k] for k in keep if k in scratch}
-
-
-def last_operation(history: list[Any]) -> list[dict[str, Any]]:
-    """The step runs of the last workflow run: from its latest start at its first step."""
-    from reconciler.machines.workflows import WORKFLOWS
-
-    for i in range(len(history) - 1, -1, -1):
-        workflow = WORKFLOWS.get(history[i].workflow)
-        if workflow is not None and history[i].step == workflow.first:
-            return [h.to_record() for h in history[i:] if h.workflow == workflow.name]
-    return [h.to_record() for h in history]
 
 
 def _condition_text(row: dict[str, Any]) -> str:

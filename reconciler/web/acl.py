@@ -3,6 +3,7 @@
 Clients from a trusted CIDR reach every endpoint. Everyone else (booted servers, BMCs,
 firmware) reaches only what they need: PUT on a checkin, GET/HEAD on artifacts and on
 published images, the health check, the git webhook (signed: the handler verifies it).
+With ``status_public: true``, the status page and the fleet API too (GET and HEAD only).
 Anything else is 403 with an Error body, unknown paths
 included, so an untrusted client learns nothing about what exists.
 
@@ -28,6 +29,21 @@ PUBLIC: Mapping[str, frozenset[str]] = {
     # The git host's push webhook: signed with the shared secret, verified by the handler.
     "hooks.git": frozenset({"POST"}),
 }
+
+# The read-only status page and fleet API: open to untrusted clients only with
+# ``status_public: true`` (they show server names, states and messages; never a secret).
+STATUS: Mapping[str, frozenset[str]] = {
+    endpoint: frozenset({"GET", "HEAD"})
+    for endpoint in ("status.root", "status.page", "status.host_page", "status.hosts",
+                     "status.host", "status.revision")
+}
+
+
+def public_endpoints(status_public: bool) -> Mapping[str, frozenset[str]]:
+    """What untrusted clients may reach under these settings: :data:`PUBLIC`, and
+    :data:`STATUS` when ``status_public`` is set."""
+    return {**PUBLIC, **STATUS} if status_public else PUBLIC
+
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -18,6 +18,7 @@ from reconciler.engine.metrics import UNMATCHED, Metrics
 from reconciler.settings import ServiceSettings
 from reconciler.web import acl, artifacts, builds, checkins, control, health, hooks, images
 from reconciler.web import metrics as metrics_bp
+from reconciler.web import status as status_bp
 from reconciler.web.fast import FastFront
 from reconciler.web.fleet import FleetLink
 from reconciler.web.http import HttpError, error_response, log_access, printable, too_large
@@ -28,9 +29,9 @@ LOG = logging.getLogger("reconciler.web.access")
 STARTED, CLIENT = "reconciler.started", "reconciler.client"
 API_THREADS = 4
 
-# Blueprints in registration order; the status page joins this list.
+# Blueprints in registration order.
 BLUEPRINTS = [builds.bp, checkins.bp, artifacts.bp, images.bp, health.bp, metrics_bp.bp,
-              hooks.bp, control.bp]
+              hooks.bp, control.bp, status_bp.bp]
 
 
 def create_app(settings: ServiceSettings, services: Services | None = None,
@@ -60,6 +61,7 @@ def create_app(settings: ServiceSettings, services: Services | None = None,
     app.extensions[metrics_bp.EXTENSION] = metrics
 
     classify = acl.Verdicts(settings.trusted, settings.trusted_proxies)
+    public = acl.public_endpoints(settings.status_public)
     app.extensions["reconciler.verdicts"] = classify
 
     @app.before_request
@@ -72,7 +74,7 @@ def create_app(settings: ServiceSettings, services: Services | None = None,
         if trusted:
             return None
         method = request.method
-        if method in acl.PUBLIC.get(request.endpoint or "", ()):
+        if method in public.get(request.endpoint or "", ()):
             return None
         return error_response(
             403,

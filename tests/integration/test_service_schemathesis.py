@@ -12,9 +12,13 @@ about facts JSON Schema cannot state:
   status of *positive_data_acceptance* for that one operation.
 
 The queue is long enough that generated builds never meet a 503 (the bound has its own test).
-The operations of a reconcile loop (the brake, the git webhook) answer 404 under ``reconciler
-serve`` alone whatever they are sent: 404 is what *positive_data_acceptance* expects of them, and
-the warning that they only ever answer 404 is off.
+The operations of a reconcile loop (the brake, the git webhook, the status pages and the fleet
+API) answer 404 under ``reconciler serve`` alone whatever they are sent: 404 is what
+*positive_data_acceptance* expects of them, and the warning that they only ever answer 404 is
+off. The read-only ones run again in the service ``reconciler run`` embeds, with a FleetLink to
+a state database the real engine populated with servers in every condition
+(tests/fixtures/fleet_world.py), the document's HostName example among them, so GetHost and
+GetHostPage find a server.
 """
 
 from __future__ import annotations
@@ -27,8 +31,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from reconciler.engine import brake
+from reconciler.engine.statusview import status_record
 from reconciler.paths import schemas_dir
 from reconciler.web.images import publish
+from tests.fixtures.fleet_world import fleet_in_every_condition, fleet_service
 from tests.fixtures.kernel import debian_kernel
 from tests.fixtures.service import base_images, make_tls, running_service
 from tests.fixtures.tiny_initramfs import tiny_initramfs
@@ -41,7 +48,8 @@ include-operation-id = "CreateBuild"
 checks.positive_data_acceptance.expected-statuses = ["2XX", "400"]
 
 [[operations]]
-include-operation-id = ["Pause", "Resume", "GitWebhook"]
+include-operation-id = ["Pause", "Resume", "GitWebhook", "GetStatusPage", "GetHostPage",
+                        "ListHosts", "GetHost", "GetRevision"]
 checks.positive_data_acceptance.expected-statuses = ["404"]
 warnings = false
 """
@@ -94,3 +102,33 @@ def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
         assert "No issues found" in output, output[-3000:]
         # Nothing the fuzzer sent may have crashed a handler.
         assert "Traceback" not in svc.log.read_text(), svc.log_tail(80)
+
+
+# What a FleetLink serves read-only: the status pages and the fleet API.
+FLEET_OPERATIONS = ("GetStatusPage", "GetHostPage", "ListHosts", "GetHost", "GetRevision")
+
+
+def test_schemathesis_on_the_fleet_routes_with_a_populated_state(tmp_path: Path) -> None:
+    spec = yaml.safe_load((schemas_dir() / "openapi.yaml").read_text())
+    example = spec["components"]["parameters"]["HostName"]["example"]
+    with fleet_in_every_condition(tmp_path) as world, fleet_service(tmp_path, world) as url:
+        assert example in {h["name"] for h in status_record(world.data_dir)["hosts"]}
+        brake.pause(world.data_dir, "cli:test", "schemathesis <b>run</b>")
+        argv = [
+            str(Path(sys.executable).parent / "schemathesis"),
+            "run", str(schemas_dir() / "openapi.yaml"),
+            "--url", url,
+            "--checks", "all",
+            "--max-examples", os.environ.get("SERVICE_SCHEMATHESIS_EXAMPLES", "30"),
+            "--workers", "1",
+            "--seed", "20261204",
+            "--request-timeout", "30",
+        ]  # fmt: skip
+        for operation in FLEET_OPERATIONS:
+            argv += ["--include-operation-id", operation]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    print(output[-3000:])
+    assert result.returncode == 0, output[-6000:]
+    assert f"{len(FLEET_OPERATIONS)} selected /" in output, output[-3000:]
+    assert "No issues found" in output, output[-3000:]
