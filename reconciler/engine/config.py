@@ -33,6 +33,7 @@ from reconciler.settings import (
     ServiceSettings,
     env_name,
     finalize,
+    parse_bool,
     parse_number,
     parse_path,
     parse_url,
@@ -60,6 +61,14 @@ class RunSettings:
     # The git webhook's shared secret, as a credentials reference (never the secret itself:
     # RECONCILER_CRED_<REF> or <secrets_dir>/<ref>); empty: no webhook (the route answers 404).
     webhook_secret: str = ""
+    # Commit-back of inspection reports (reconciler/engine/writeback.py, docs/writeback.md).
+    writeback: bool = True
+    push_branch: str = ""  # empty: the watched branch
+    git_ssh_key: Path | None = None  # a deploy key's path (the key itself never in settings)
+    git_token: str = ""  # an HTTPS token's credentials reference (RECONCILER_CRED_<REF>)
+    git_author: str = "reconciler <reconciler@localhost>"
+    lease_ttl: float = 600.0  # the writer's lease on the push branch, renewed by its writes
+    lease_ref: str = ""  # empty: refs/reconciler/lease/<push branch>
     service: ServiceSettings = field(default_factory=ServiceSettings)
 
     @property
@@ -112,6 +121,27 @@ def _reference(value: object, source: str) -> str:
     return text
 
 
+def _author(value: object, source: str) -> str:
+    from reconciler.engine.writeback import parse_author
+
+    text = _text(value, source).strip()
+    try:
+        parse_author(text)
+    except InputError as exc:
+        raise InputError(f"{source}: {exc.message}", hint=exc.hint) from None
+    return text
+
+
+def _lease_ref(value: object, source: str) -> str:
+    from reconciler.engine.writeback import check_ref
+
+    text = _text(value, source).strip()
+    try:
+        return check_ref(text) if text else ""
+    except InputError as exc:
+        raise InputError(f"{source}: {exc.message}", hint=exc.hint) from None
+
+
 RUN_SETTINGS: dict[str, Callable[[object, str], Any]] = {
     "repo": _text,
     "branch": _branch,
@@ -130,6 +160,13 @@ RUN_SETTINGS: dict[str, Callable[[object, str], Any]] = {
     "redfish_threads": parse_number(1, 1024, int),
     "graceful_timeout": parse_number(0, 3600),
     "webhook_secret": _reference,
+    "writeback": parse_bool,
+    "push_branch": lambda v, s: _branch(v, s) if _text(v, s) else "",
+    "git_ssh_key": parse_path,
+    "git_token": lambda v, s: _reference(v, s) if _text(v, s).strip() else "",
+    "git_author": _author,
+    "lease_ttl": parse_number(30, 86400),
+    "lease_ref": _lease_ref,
 }
 assert set(RUN_SETTINGS) | {"service"} == {f.name for f in fields(RunSettings)}
 
