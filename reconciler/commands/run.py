@@ -105,18 +105,51 @@ def run_handler(args: argparse.Namespace) -> int:
         lock.close()
 
 
+async def _settle(reconciler: Any) -> None:
+    """``--once``: wait for the started workflows, then pass again (to record what they
+    reached and to commit the reports they produced) until nothing is left running."""
+    while True:
+        await reconciler.executor.wait_idle()
+        await reconciler.reports.settle()
+        await reconciler.reconcile()
+        await reconciler.reports.settle()
+        if not reconciler.executor.tasks:
+            return
+
+
+def writer(settings: Any) -> Any:
+    """The commit-back writer of inspection reports, or None when ``writeback`` is off."""
+    from reconciler.engine.writeback import ReportWriter
+
+    return ReportWriter.from_settings(settings) if settings.writeback else None
+
+
+def pause_text(pause: Any) -> str:
+    if pause is None:
+        return "not paused"
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(pause.at))
+    return f"paused since {when} by {pause.by}" + (f": {pause.reason}" if pause.reason else "")
+
+
 async def _run(settings: Any, *, once: bool) -> int:
     from reconciler.engine.compose import open_engine
     from reconciler.engine.loop import Reconciler, run_forever
+    from reconciler.engine.reports import Reports
     from reconciler.engine.source import GitSource
 
     async with open_engine(settings) as engine:
         executor = engine.executor
+        from reconciler.engine.writeback import auth_env
+
         source = GitSource(settings.repo, settings.branch, settings.path, settings.clone_dir,
-                           timeout=settings.git_timeout)
+                           timeout=settings.git_timeout, env=auth_env(settings))
+        reports = Reports(executor, writer(settings), oob_interval=settings.oob_interval,
+                          backoff_base=settings.backoff_base, backoff_max=settings.backoff_max,
+                          on_written=engine.wake.set)
         reconciler = Reconciler(source, executor, engine.render_settings,
+                                paused=engine.brake,
                                 observe_interval=settings.observe_interval,
-                                orphan_retention=settings.orphan_retention)
+                                orphan_retention=settings.orphan_retention, reports=reports)
         executor.render = reconciler.render
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -125,15 +158,21 @@ async def _run(settings: Any, *, once: bool) -> int:
         LOG.info("reconciling %s (%s%s) every %g s; data %s; build service %s", settings.repo,
                  settings.branch, f", {settings.path}" if settings.path else "",
                  settings.poll_interval, settings.data_dir, engine.service_url)
-        if not once:
-            await run_forever(reconciler, settings.poll_interval, stop)
-            return 0
-        await reconciler.tick()
-        waiter = asyncio.create_task(executor.wait_idle())
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        await reconciler.reconcile()
+        if engine.brake():
+            LOG.warning("paused (%s): no step starts until `reconciler resume`",
+                        pause_text(engine.brake.read()))
+        try:
+            if not once:
+                await run_forever(reconciler, settings.poll_interval, stop, wake=engine.wake)
+                return 0
+            await reconciler.tick()
+            waiter = asyncio.create_task(_settle(reconciler))
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            waiter.cancel()
+        finally:
+            await reports.stop()
         if reconciler.desired.fetched is None:
             return 1  # nothing was fetched: the error is in the log and in status
     return 0

@@ -10,6 +10,7 @@ contract every client uses.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -24,8 +25,10 @@ from reconciler.adapters.redfish.client import BmcEndpoint
 from reconciler.adapters.redfish.driver import Bmc
 from reconciler.adapters.statedb import StateDB
 from reconciler.engine import keys
-from reconciler.engine.config import RunSettings
+from reconciler.engine.brake import Brake
+from reconciler.engine.config import RunSettings, resolve_webhook_secret
 from reconciler.engine.executor import Executor, Limits
+from reconciler.engine.metrics import Metrics
 from reconciler.model.desired import DesiredHost
 from reconciler.render.renderer import RenderedHost, Renderer, RenderSettings
 
@@ -38,6 +41,8 @@ class Engine:
     executor: Executor
     render_settings: RenderSettings
     service_url: str
+    brake: Brake  # the pause file: no new step while it is set
+    wake: asyncio.Event  # set (from any thread, through the FleetLink) to start a pass now
     # The renderer of the inventory being reconciled (its template overrides); the loop
     # replaces it on every new revision.
     renderer: Renderer | None = None
@@ -76,13 +81,23 @@ async def open_engine(settings: RunSettings, *, embedded: bool | None = None) ->
     if closed:
         LOG.info("%d step(s) were interrupted by the last stop: resuming", closed)
     client_key, public = keys.reconciler_key(settings.ssh_dir)
+    brake = Brake(settings.data_dir)
+    wake = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    metrics = Metrics()
     stop_service = None
     if embedded is None:
         embedded = not settings.build_service_url
     if embedded:
+        from reconciler.web.fleet import FleetLink
         from reconciler.web.services import start
 
-        stop_service = start(settings.service)
+        def wake_soon() -> None:  # from the service's threads
+            loop.call_soon_threadsafe(wake.set)
+
+        link = FleetLink(settings.data_dir, settings.branch, wake=wake_soon,
+                         webhook_secret=resolve_webhook_secret(settings), metrics=metrics)
+        stop_service = start(settings.service, link)
         listen = settings.service.listen
         host = "127.0.0.1" if listen.host in ("0.0.0.0", "") else listen.host
         service_url, public_url = f"http://{host}:{listen.port}", settings.service.public_url
@@ -100,9 +115,10 @@ async def open_engine(settings: RunSettings, *, embedded: bool | None = None) ->
 
     executor = Executor(db, bmc_factory=bmc_factory(settings.secrets_dir),
                         build=BuildClient(service_url), render=render, client_key=client_key,
-                        limits=limits)
+                        limits=limits, may_start_step=lambda name: not brake(),
+                        metrics=metrics)
     engine = Engine(db, executor, RenderSettings(public_url=public_url, ssh_keys=(public,)),
-                    service_url)
+                    service_url, brake, wake)
     try:
         yield engine
     finally:

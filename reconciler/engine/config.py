@@ -49,6 +49,7 @@ class RunSettings:
     secrets_dir: Path | None = None
     poll_interval: float = 60.0
     observe_interval: float = 120.0  # ask a BMC for power at most this often when idle
+    oob_interval: float = 86400.0  # Redfish hardware inventory of each server this often
     git_timeout: float = 60.0
     orphan_retention: float = 7 * 86400.0  # then a server gone from git leaves the state
     build_service_url: str = ""  # empty: embedded
@@ -150,6 +151,7 @@ RUN_SETTINGS: dict[str, Callable[[object, str], Any]] = {
     "secrets_dir": parse_path,
     "poll_interval": parse_number(1, 86400),
     "observe_interval": parse_number(0, 86400),
+    "oob_interval": parse_number(60, 365 * 86400),
     "git_timeout": parse_number(1, 3600),
     "orphan_retention": parse_number(0, 10 * 365 * 86400),
     "build_service_url": lambda v, s: parse_url(v, s) if v else "",

@@ -32,6 +32,7 @@ from reconciler.adapters.buildclient import BuildClient
 from reconciler.adapters.redfish.driver import BmcDriver
 from reconciler.adapters.statedb import StateDB
 from reconciler.engine import keys as hostkeys
+from reconciler.engine.metrics import Metrics
 from reconciler.engine.steps import STEPS, Done, StepContext, Wait
 from reconciler.errors import PermanentError, ReconcilerError, TemporaryError
 from reconciler.log import redact
@@ -73,7 +74,8 @@ class Executor:
                  rand: Callable[[], float] = random.random,
                  may_start_step: Callable[[str], bool] = lambda name: True,
                  connect: Callable[..., Awaitable[Any]] = ssh.connect,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 metrics: Metrics | None = None) -> None:
         self.db = db
         self.bmc_factory = bmc_factory
         self.build = build
@@ -85,11 +87,15 @@ class Executor:
         self.may_start_step = may_start_step
         self.connect = connect
         self.sleep = sleep
+        self.metrics = metrics or Metrics(process=False)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._bmcs: dict[tuple[str, str | None, str], BmcDriver] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._pool = ThreadPoolExecutor(limits.redfish_threads, thread_name_prefix="redfish")
         self._slots = asyncio.Semaphore(limits.max_concurrent_provisioning)
+        # name -> the server's hardware evidence (committed report and what was collected
+        # since): a destructive workflow is refused when it contradicts the server file.
+        self.evidence: Callable[[str], Mapping[str, Any] | None] = lambda name: None
 
     # -- Redfish -----------------------------------------------------------------------------
 
@@ -232,12 +238,14 @@ class Executor:
                 redfish=lambda fn: self.redfish(host, fn), blocking=self.blocking,
                 client_key=self.client_key, now=self.clock, save=save, started=started,
                 graceful_timeout=self.limits.graceful_timeout, ssh_port=self.limits.ssh_port,
-                scratch=scratch, connect=self.connect)
+                scratch=scratch, connect=self.connect, evidence=lambda: self.evidence(name))
             try:
                 note = await self._step(ctx, spec.timeout, step)
             except asyncio.CancelledError:
                 self.db.end_step(run_id, st.replace(progress=dict(scratch)), self.clock(),
                                  "interrupted", "the reconciler stopped")
+                self.metrics.step_finished(workflow.name, step, self.clock() - started,
+                                           "interrupted")
                 raise
             except ReconcilerError as exc:
                 self._failed(st.replace(progress=dict(scratch)), run_id, workflow, step, exc)
@@ -248,9 +256,12 @@ class Executor:
                 self._failed(st.replace(progress=dict(scratch)), run_id, workflow, step, error)
                 return
             st = st.replace(progress=dict(scratch))
-            self.db.end_step(run_id, st, self.clock(), "ok", note)
+            ended = self.clock()
+            self.db.end_step(run_id, st, ended, "ok", note)
+            self.metrics.step_finished(workflow.name, step, ended - started, "ok")
             step = workflow.after(step)
         reached = workflow.reaches
+        before = st.applied_state
         provision = host.digests.provision if workflow is PROVISION else st.applied_provision
         if workflow is INSPECT:
             st = st.replace(inspection=scratch.get("hardware"))
@@ -260,6 +271,8 @@ class Executor:
             last_applied_revision=revision, attempts=0, next_retry=None, last_error=None,
             stalled_target=None), f"{workflow.name} done")
         self.db.put(st)
+        if before != reached:
+            self.metrics.transition(before, reached)
         LOG.info("%s: %s done", name, workflow.name)
 
     async def _step(self, ctx: StepContext, timeout: float, step: str) -> str:
@@ -300,6 +313,9 @@ class Executor:
                                     reason, message)
             LOG.error("%s: stalled: %s", st.name, message)
         self.db.end_step(run_id, st, now, "error", message)
+        self.metrics.step_finished(workflow.name, step, now - st.step_started
+                                   if st.step_started else 0.0, "error")
+        self.metrics.error(getattr(exc, "reason", None) or type(exc).__name__)
 
 
 def _instance_id(rendered: RenderedHost | None) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.engine.executor import Executor
+from reconciler.engine.reports import Reports
 from reconciler.engine.source import Fetched, GitSource
 from reconciler.errors import ReconcilerError
 from reconciler.log import redact
@@ -84,7 +85,8 @@ class Reconciler:
                  *, clock: Callable[[], float] = time.time,
                  paused: Callable[[], bool] = lambda: False,
                  observe_interval: float = 0.0,
-                 orphan_retention: float = 7 * 86400.0) -> None:
+                 orphan_retention: float = 7 * 86400.0,
+                 reports: Reports | None = None) -> None:
         self.source = source
         self.executor = executor
         self.db = executor.db
@@ -100,6 +102,9 @@ class Reconciler:
         # A server removed from git stays in the state (status Orphaned) this long.
         self.orphan_retention = orphan_retention
         self._observed: dict[str, tuple[float, Observed]] = {}
+        # Out-of-band inventories and the commit-back of inspection reports (None: neither).
+        self.reports = reports
+        executor.evidence = self.evidence
 
     def render(self, host: DesiredHost, keys: Mapping[str, tuple[str, str]],
                purpose: str = "provision", inspection_id: str | None = None) -> RenderedHost:
@@ -108,6 +113,15 @@ class Reconciler:
         return self._renderer.render(host, purpose, inspection_id=inspection_id,
                                      host_keys=keys)
 
+    def evidence(self, name: str) -> Mapping[str, Any] | None:
+        """The hardware evidence of ``name`` the engine checks a destructive workflow
+        against: its committed report with what was collected since laid over it."""
+        inventory = self.desired.inventory
+        committed = inventory.inspections.get(name) if inventory is not None else None
+        if self.reports is None:
+            return committed
+        return self.reports.evidence(name, committed, self.db.host(name))
+
     async def refresh(self) -> None:
         """Fetch and parse the branch; a failure keeps the last revision (and says so)."""
         now = self.clock()
@@ -115,6 +129,7 @@ class Reconciler:
             fetched = await self.executor.blocking(self.source.fetch)
         except ReconcilerError as exc:
             LOG.warning("fetch failed: %s", redact(str(exc)))
+            self.executor.metrics.fetch_failed()
             self.db.set_fleet(lastFetchError=redact(str(exc)), lastFetchErrorAt=now)
             return
         self.db.set_fleet(lastFetched=fetched.revision, lastFetchedAt=now,
@@ -172,17 +187,26 @@ class Reconciler:
         watch = {n: h for n, h in desired.items()
                  if h.state != "unmanaged" and not h.suspend and not self.executor.busy(n)}
         observed = await self._observe(watch, now)
+        if self.reports is not None:
+            self.reports.collect(watch, now)
         actions = plan(desired, observed, plan_status, d.policy, now)
         updates: dict[str, HostStatus] = {}
         pending = False
+        # controller-runtime's results: requeue (a workflow runs or starts), requeue_after
+        # (a backoff), error (the BMC did not answer), success (converged or held).
+        results = dict.fromkeys(("success", "error", "requeue", "requeue_after"), 0)
         for action in actions:
             name = action.host
             if self.executor.busy(name):
                 pending = True
+                results["requeue"] += 1
                 continue
+            seen = observed.get(name)
+            results["error" if seen is not None and seen.error else
+                    "requeue" if action.runnable else
+                    "requeue_after" if action.hold == Hold.BACKOFF else "success"] += 1
             before = status.get(name) or HostStatus(name)
             host = desired.get(name)
-            seen = observed.get(name)
             if host is not None and action.runnable and not self.paused():
                 updates[name] = before.replace(
                     desired_state=host.state, invalid=d.invalid.get(name), orphaned=False,
@@ -206,11 +230,29 @@ class Reconciler:
                 updates[name] = st
         if updates:
             self.db.put_many(updates)
+        for result, count in results.items():
+            self.executor.metrics.reconciled(result, count)
         fleet: dict[str, Any] = {"lastAttemptedRevision": revision, "lastPassAt": now}
+        if self.reports is not None and d.inventory is not None:
+            fleet.update(self._write_back(desired, d.inventory, now))
         if not pending and not d.invalid:
             fleet["lastAppliedRevision"] = revision
+            if self.db.fleet().get("lastAppliedRevision") != revision:
+                fleet["lastAppliedAt"] = now
         self.db.set_fleet(**fleet)
         return actions
+
+
+    def _write_back(self, desired: Mapping[str, DesiredHost], inventory: Inventory,
+                    now: float) -> dict[str, Any]:
+        """Start committing the reports that changed (not while the brake is on: git may be
+        what is wrong); the fleet record says how the last write went."""
+        assert self.reports is not None
+        if not self.paused():
+            changes = self.reports.changes(desired, inventory.inspections, self.db.hosts())
+            self.reports.flush(changes, now)
+        return {"lastWritebackError": self.reports.last_error,
+                "reportsPending": sorted(self.reports.pending)}
 
 
 def _fresh(seen: tuple[float, Observed] | None, now: float, interval: float) -> bool:

@@ -131,10 +131,12 @@ class Metrics:
 
     # -- the engine's events --------------------------------------------------------------
 
-    def reconciled(self, result: str) -> None:
+    def reconciled(self, result: str, count: int = 1) -> None:
+        """``count`` servers reconciled with ``result`` (a pass adds its totals at once)."""
         if result not in RESULTS:
             raise ValueError(f"reconcile result {result!r}: expected one of {RESULTS}")
-        self._reconciles.labels(result).inc()
+        if count:
+            self._reconciles.labels(result).inc(count)
 
     def error(self, kind: str) -> None:
         self._errors.labels(kind).inc()

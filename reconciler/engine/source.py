@@ -14,6 +14,7 @@ Revisions are named as Flux names them: ``main@sha1:<40 hex>``.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +38,11 @@ class Fetched:
 
 class GitSource:
     def __init__(self, url: str, branch: str, path: str, clone_dir: Path, *,
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, env: Mapping[str, str] | None = None) -> None:
+        """``env``: credentials for a private repository (a deploy key's GIT_SSH_COMMAND, a
+        token's http.extraHeader: :func:`reconciler.engine.writeback.auth_env`)."""
         self.url = url
+        self.env = {**GIT_ENV, **(env or {})}
         self.branch = branch
         self.path = path
         self.clone_dir = clone_dir
@@ -46,7 +50,7 @@ class GitSource:
 
     def _git(self, *args: str, cwd: Path | None = None) -> str:
         try:
-            proc = run(["git", *args], timeout=self.timeout, cwd=cwd, env=GIT_ENV)
+            proc = run(["git", *args], timeout=self.timeout, cwd=cwd, env=self.env)
         except ToolFailed as exc:
             raise TemporaryError(f"git {args[0]} of {self.url} ({self.branch}): {exc}",
                                  delay=self.timeout) from None
@@ -70,4 +74,8 @@ class GitSource:
         return Fetched(commit, f"{self.branch}@sha1:{commit}", subject)
 
     def snapshot(self, commit: str) -> Snapshot:
-        return GitInventory(self.clone_dir, prefix=self.path).snapshot(commit)
+        inventory = GitInventory(self.clone_dir, prefix=self.path)
+        try:
+            return inventory.snapshot(commit)
+        finally:
+            inventory.repo.close()  # its `git cat-file` processes, now, not at collection

@@ -31,6 +31,7 @@ from reconciler.adapters.redfish.driver import BmcDriver, BootEnabled, BootTarge
 from reconciler.engine import remote
 from reconciler.errors import PermanentError, TemporaryError
 from reconciler.model.desired import DesiredHost
+from reconciler.model.evidence import contradictions
 from reconciler.render.renderer import RenderedHost
 
 LOG = logging.getLogger(__name__)
@@ -57,6 +58,13 @@ class WrongMachine(PermanentError):
     reason = "WrongMachine"
 
 
+class Contradicted(PermanentError):
+    """The server file contradicts what inspection found on the server (a MAC or a disk it
+    does not have, a disk smaller than the image): fix the file (``reconciler scaffold``)."""
+
+    reason = "EvidenceContradicts"
+
+
 @dataclass
 class StepContext:
     host: DesiredHost
@@ -75,6 +83,9 @@ class StepContext:
     ssh_port: int = 22
     scratch: dict[str, Any] = field(default_factory=dict)
     connect: Callable[..., Awaitable[ssh.Connection]] = ssh.connect
+    # The server's hardware evidence (its committed inspection report, with what was collected
+    # since): a destructive workflow that contradicts it is refused.
+    evidence: Callable[[], Mapping[str, Any] | None] = lambda: None
 
     @property
     def address(self) -> str:
@@ -128,19 +139,25 @@ async def build(ctx: StepContext) -> Outcome:
 
 
 async def check_bmc(ctx: StepContext) -> Outcome:
-    """Wrong-machine guard, first half: the BMC's NICs must include the primary MAC."""
+    """Wrong-machine guard, first half: the BMC's NICs must include the primary MAC, and
+    neither they nor the server's inspection report may contradict the server file."""
     primary = next((i.mac for i in ctx.host.interfaces if i.primary), None)
     if primary is None:
         primary = ctx.host.interfaces[0].mac if ctx.host.interfaces else None
     macs = await ctx.redfish(lambda bmc: bmc.nic_macs())
-    if not macs or primary is None:
-        return Done("the BMC reports no NIC MACs: the instance-id check guards alone")
-    if primary.lower() not in macs:
+    if macs and primary is not None and primary.lower() not in macs:
         system = ctx.host.bmc.system_id or "(the only system)"
         raise WrongMachine(
             f"wrong machine: {ctx.host.file} says primary MAC {primary}, but BMC "
             f"{ctx.host.bmc.address} system {system} reports {', '.join(macs)}")
-    return Done(f"BMC reports {primary}")
+    report = ctx.evidence()
+    found = contradictions(ctx.host, report, live_macs=set(macs) if macs else None)
+    if found:
+        raise Contradicted("refusing to write the disk: " + "; ".join(map(str, found)))
+    if not macs or primary is None:
+        return Done("the BMC reports no NIC MACs: the instance-id check guards alone")
+    return Done(f"BMC reports {primary}" + ("; no contradiction with inspection/"
+                                            f"{ctx.host.name}.yaml" if report else ""))
 
 
 async def power_off(ctx: StepContext) -> Outcome:

@@ -12,9 +12,8 @@ write is never repeated once the seed is on the disk.
   ``protected`` server; counted against the revision's ``max_destructive``).
 - ``disruptive``: changes the power or boot of a running server (never on an ``unmanaged`` one).
 
-The ``inspected`` state is not driven by the loop yet (``STATE_WORKFLOW["inspected"]`` is None:
-the decision holds such a server with reason ``NotImplemented``); the :data:`INSPECT` workflow
-runs on request until its reports are committed back to git (the inspection issue).
+``inspected`` runs :data:`INSPECT`: disruptive (the server reboots into the ephemeral OS) and
+never destructive; its report is committed back to git by the loop (docs/engine.md).
 """
 
 from __future__ import annotations
@@ -137,8 +136,6 @@ WORKFLOWS: Mapping[str, Workflow] = MappingProxyType(
 STATE_WORKFLOW: Mapping[str, Workflow | None] = MappingProxyType({
     "provisioned": PROVISION,
     "off": POWER_OFF,
-    # INSPECT runs on request (``reconciler lab boot --inspect``); the loop runs it for this
-    # state once reports are committed back to git (the inspection issue).
-    "inspected": None,
+    "inspected": INSPECT,
     "unmanaged": None,
 })

@@ -6,7 +6,7 @@ Flux's semantics: ``Ready`` always present; ``Reconciling`` and ``Stalled`` only
   failure), ``Ready=Unknown``;
 - converged: ``Ready=True`` (``ReconciliationSucceeded``);
 - needs a person: ``Stalled=True`` with the reason (``Protected``, ``MaxDestructive``,
-  ``WrongMachine``, ``RetriesExhausted``, ``<Step>Failed``, ``NotImplemented``),
+  ``WrongMachine``, ``RetriesExhausted``, ``<Step>Failed``),
   ``Ready=False``;
 - left alone: ``Ready=Unknown`` with ``Suspended``, ``Unmanaged`` or ``Orphaned``.
 """
@@ -62,7 +62,7 @@ def fold_action(st: HostStatus, action: Action) -> HostStatus:
                 return st
             return ready(st, action.message)
         return st
-    if hold in (Hold.PROTECTED, Hold.MAX_DESTRUCTIVE, Hold.NOT_IMPLEMENTED):
+    if hold in (Hold.PROTECTED, Hold.MAX_DESTRUCTIVE):
         return stalled(st, hold.value, action.message)
     if hold == Hold.SUSPENDED:
         return idle(st, "Suspended", action.message)

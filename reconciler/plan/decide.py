@@ -54,7 +54,6 @@ class Hold(StrEnum):
     MAX_DESTRUCTIVE = "MaxDestructive"
     BACKOFF = "Backoff"
     STALLED = "Stalled"
-    NOT_IMPLEMENTED = "NotImplemented"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +80,12 @@ class Action:
 
 
 def target_key(host: DesiredHost) -> str:
-    """What a workflow drives to: the desired state, plus the disk digest when that matters."""
+    """What a workflow drives to: the desired state, plus the digest of what it depends on
+    (the disk's content; an inspection's inputs and ``inspect_generation``)."""
     if host.state == "provisioned":
         return f"provisioned:{host.digests.provision}"
+    if host.state == "inspected":
+        return f"inspected:{host.inspect_digest}"
     return host.state
 
 
@@ -109,9 +111,7 @@ def _decide_host(host: DesiredHost | None, observed: Observed | None, st: HostSt
         return Action(name, Kind.NONE, "suspended: no action until suspend is removed",
                       hold=Hold.SUSPENDED)
     workflow = STATE_WORKFLOW[host.state]
-    if workflow is None:
-        return Action(name, Kind.NONE, f"state {host.state}: its workflow is not implemented "
-                      "yet", hold=Hold.NOT_IMPLEMENTED)
+    assert workflow is not None, host.state
     key = target_key(host)
     backoff = st.next_retry is not None and now < st.next_retry and st.attempt_target == key
     if st.workflow is not None and st.target == key and st.step is not None:
@@ -130,8 +130,9 @@ def _decide_host(host: DesiredHost | None, observed: Observed | None, st: HostSt
     converged = st.applied_target == key and st.workflow is None
     if converged:
         power = observed.power if observed else Power.UNKNOWN
+        # An inspected server is left off, like an ``off`` one.
         drift = (host.state == "provisioned" and power == Power.OFF) or (
-            host.state == "off" and power == Power.ON)
+            host.state in ("off", "inspected") and power == Power.ON)
         if not drift:
             return Action(name, Kind.NONE, f"{host.state}: up to date")
         fix = POWER_ON if host.state == "provisioned" else POWER_OFF
@@ -146,6 +147,10 @@ def _decide_host(host: DesiredHost | None, observed: Observed | None, st: HostSt
     if host.state == "provisioned":
         message = ("reprovision (disk wipe): the disk content changed"
                    if st.applied_provision else "provision (disk wipe)")
+    elif host.state == "inspected":
+        again = st.applied_target is not None and st.applied_target.startswith("inspected:")
+        message = ("re-inspect: the inspection inputs changed" if again else "inspect") + \
+            " (reboots into the ephemeral OS, then off; the disk is not touched)"
     else:
         message = workflow.name
     action = _start(host, workflow, message)
@@ -185,13 +190,14 @@ def as_applied(hosts: Mapping[str, DesiredHost], revision: str | None = None,
     status: dict[str, HostStatus] = {}
     observed: dict[str, Observed] = {}
     for name, h in hosts.items():
-        reached = h.state not in ("unmanaged", "inspected")
+        reached = h.state != "unmanaged"
         status[name] = HostStatus(
             name, desired_state=h.state,
             applied_state=h.state if reached else None,
             applied_provision=h.digests.provision if h.state == "provisioned" else None,
             applied_target=target_key(h) if reached else None,
             last_applied_revision=revision)
-        power = {"provisioned": Power.ON, "off": Power.OFF}.get(h.state, Power.UNKNOWN)
+        power = {"provisioned": Power.ON, "off": Power.OFF, "inspected": Power.OFF,
+                 }.get(h.state, Power.UNKNOWN)
         observed[name] = Observed(power)
     return status, observed

@@ -70,6 +70,13 @@ EXPECTED = {
     ("off", "backoff"): (Kind.START, "power-off", Hold.BACKOFF),
     ("off", "backoff-over"): (Kind.START, "power-off", None),
     ("off", "stalled"): (Kind.NONE, "power-off", Hold.STALLED),
+    ("inspected", "new"): (Kind.START, "inspect", None),
+    ("inspected", "other-disk"): (Kind.START, "inspect", None),
+    ("inspected", "in-flight"): (Kind.CONTINUE, "inspect", None),
+    ("inspected", "in-flight-old"): (Kind.START, "inspect", None),
+    ("inspected", "backoff"): (Kind.START, "inspect", Hold.BACKOFF),
+    ("inspected", "backoff-over"): (Kind.START, "inspect", None),
+    ("inspected", "stalled"): (Kind.NONE, "inspect", Hold.STALLED),
 }
 
 
@@ -87,11 +94,9 @@ def test_every_cell(state: str, shape: str, seen: str) -> None:
         expected_kind = Kind.RELEASE if st.workflow else Kind.NONE
         assert (action.kind, action.hold) == (expected_kind, None)
         return
-    if state == "inspected":
-        assert (action.kind, action.hold) == (Kind.NONE, Hold.NOT_IMPLEMENTED)
-        return
     if shape == "converged":
-        drift = (state == "provisioned" and seen == "off") or (state == "off" and seen == "on")
+        drift = (state == "provisioned" and seen == "off") or (
+            state in ("off", "inspected") and seen == "on")
         if drift:
             assert action.kind == Kind.START
             assert action.workflow == ("power-on" if state == "provisioned" else "power-off")
@@ -105,6 +110,7 @@ def test_every_cell(state: str, shape: str, seen: str) -> None:
     if kind == Kind.START:
         assert action.step == wf.first
         assert action.destructive == wf.destructive
+        assert action.disruptive
     if kind == Kind.CONTINUE:
         assert action.step == wf.resume_point(st.step or "")
 
@@ -185,3 +191,36 @@ def test_every_state_has_a_slot() -> None:
     from reconciler.model.inventory import STATES
 
     assert set(STATE_WORKFLOW) == set(STATES)
+
+
+def test_inspecting_a_provisioned_server_reboots_it_but_is_not_destructive() -> None:
+    before = one("provisioned")
+    after = one("inspected")
+    (action,) = plan({"n1": after}, {"n1": Observed(Power.ON)}, {"n1": converged(before)},
+                     Policy(max_destructive=0), NOW)
+    assert (action.kind, action.workflow, action.hold) == (Kind.START, "inspect", None)
+    assert action.disruptive and not action.destructive
+    assert "disk is not touched" in action.message
+
+
+def test_a_protected_server_may_be_inspected() -> None:
+    h = one("inspected", protected=True)
+    (action,) = plan({"n1": h}, {}, {"n1": HostStatus("n1")}, Policy(), NOW)
+    assert action.runnable
+
+
+def test_reinspection_on_inspect_generation_only() -> None:
+    h = one("inspected")
+    st = converged(h)
+    (idle,) = plan({"n1": h}, {"n1": Observed(Power.OFF)}, {"n1": st}, Policy(), NOW)
+    assert (idle.kind, idle.hold) == (Kind.NONE, None)
+    # A changed SSH key or disk does not re-inspect; a bumped inspect_generation does.
+    for other in (one("inspected", cloud_init={"ssh_keys": [
+                      "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOther admin@x"]}),
+                  one("inspected", disk={"serial": "OTHER"})):
+        (same,) = plan({"n1": other}, {"n1": Observed(Power.OFF)}, {"n1": st}, Policy(), NOW)
+        assert same.kind == Kind.NONE, same
+    bumped = one("inspected", inspect_generation=1)
+    (again,) = plan({"n1": bumped}, {"n1": Observed(Power.OFF)}, {"n1": st}, Policy(), NOW)
+    assert (again.kind, again.workflow) == (Kind.START, "inspect")
+    assert again.message.startswith("re-inspect")

@@ -27,10 +27,11 @@ def test_state_transitions_use_the_table() -> None:
     plan = _plan(old, new)
     actions = {h["name"]: h["actions"] for h in plan["hosts"]}
     assert actions == {"n1": ["power-off"], "n2": ["unmanaged: never touched"],
-                       "n3": ["state inspected: its workflow is not implemented yet"]}
+                       "n3": ["inspect (reboots into the ephemeral OS, then off; the disk is "
+                              "not touched)"]}
     workflows = {h["name"]: (h["workflow"], h["hold"]) for h in plan["hosts"]}
     assert workflows == {"n1": ("power-off", None), "n2": (None, None),
-                         "n3": (None, "NotImplemented")}
+                         "n3": ("inspect", None)}
     assert plan["summary"]["destructive"] == 0 and plan["summary"]["unchanged"] == 1
 
 
