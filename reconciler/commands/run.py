@@ -125,6 +125,7 @@ def writer(settings: Any) -> Any:
 
 
 def pause_text(pause: Any) -> str:
+    """One line for a :class:`reconciler.engine.brake.Pause` (or None)."""
     if pause is None:
         return "not paused"
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(pause.at))
@@ -232,6 +233,8 @@ def _wait(args: argparse.Namespace) -> int:
 
 
 def status_handler(args: argparse.Namespace) -> int:
+    from reconciler.engine.brake import Pause
+
     if args.wait:
         code = _wait(args)
         if code or args.json:
@@ -247,6 +250,10 @@ def status_handler(args: argparse.Namespace) -> int:
           f"applied {rev['lastAppliedRevision'] or '-'}")
     if rev.get("lastFetchError"):
         print(f"          last fetch failed: {rev['lastFetchError']}")
+    if rev.get("lastWritebackError"):
+        print(f"          inspection reports not committed: {rev['lastWritebackError']}")
+    if record.get("paused"):
+        print(f"PAUSED:   {pause_text(Pause(**record['paused']))} (`reconciler resume`)")
     print()
     header = f"{'SERVER':<16} {'DESIRED':<12} {'STEP':<28} {'CONDITIONS':<44} APPLIED"
     print(header)

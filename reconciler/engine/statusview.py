@@ -38,7 +38,7 @@ FILTERS: Mapping[str, tuple[str, ...]] = {"condition": HEALTH + FLAGS, "sync": S
 # The fleet record's keys, as the loop writes them (reconciler/engine/loop.py).
 REVISION_KEYS = ("lastFetched", "lastFetchedAt", "lastFetchedSubject", "lastAttemptedRevision",
                  "lastAppliedRevision", "lastFetchError", "lastFetchErrorAt", "lastError",
-                 "lastPassAt")
+                 "lastPassAt", "lastAppliedAt", "lastWritebackError", "reportsPending")
 # The public part of a workflow's scratch: never a URL (an image or artifact URL may carry
 # credentials), a key or an address.
 PROGRESS_KEYS = ("build_id", "disk", "downloaded_bytes", "written_bytes", "image_bytes")

@@ -446,12 +446,12 @@ def test_repository_totals_are_bounded(
         "servers/lab-host-02.yaml: the inventory's files together are over the limit of "
         "3,000 bytes: this file and the rest are not read"]
     monkeypatch.setattr("reconciler.model.limits.MAX_TOTAL_BYTES", 1 << 20)
-    monkeypatch.setattr("reconciler.model.limits.MAX_YAML_NODES", 150)
+    monkeypatch.setattr("reconciler.model.limits.MAX_YAML_NODES", 100)
     code, out, _ = _validate(root, capsys)
     assert code == 1
     assert len(out) == 1
     assert out[0].startswith("servers/lab-host-0")
-    assert out[0].endswith(": the inventory's YAML files together have more than 150 values: "
+    assert out[0].endswith(": the inventory's YAML files together have more than 100 values: "
                            "this file and the rest are not read")
     monkeypatch.setattr("reconciler.model.limits.MAX_DIRECTORY_DEPTH", 2)
     (root / "servers" / "a" / "b").mkdir(parents=True)
