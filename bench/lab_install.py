@@ -73,8 +73,13 @@ def push_install(repo: str, work: Path) -> str:
     run(["git", "clone", "-q", repo, work], timeout=60, env=env)
     server = work / "servers" / f"{HOST}.yaml"
     server.write_text(server.read_text().replace('state: "off"', "state: provisioned"))
-    for argv in (["commit", "-qam", "install lab-host-01"], ["push", "-q", "origin", "main"]):
-        run(["git", *argv], timeout=60, cwd=work, env=env)
+    run(["git", "commit", "-qam", "install lab-host-01"], timeout=60, cwd=work, env=env)
+    # The reconciler commits inspection reports to the same branch: pull and push again.
+    for _ in range(5):
+        if run(["git", "push", "-q", "origin", "main"], timeout=60, cwd=work, env=env,
+               check=False).returncode == 0:
+            break
+        run(["git", "pull", "-q", "--rebase"], timeout=60, cwd=work, env=env)
     head = run(["git", "rev-parse", "HEAD"], timeout=60, cwd=work).stdout.decode().strip()
     return f"main@sha1:{head}"
 

@@ -10,7 +10,8 @@
 #      inventory as a git repository (var/lab/inventory.git), and `reconciler run` following
 #      it with its embedded build service on 198.18.0.1:8080 (data: var/lab/reconciler);
 #   5. waits until lab-host-01 is installed to disk and runs its target OS, lab-host-02 is
-#      off, and prints `reconciler status`.
+#      off, lab-host-03 is inspected and its report committed to the repository, and prints
+#      `reconciler status`.
 # `reconciler lab down` removes it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,16 @@ data=var/lab/reconciler
 echo "quickstart: waiting for the reconciler to install lab-host-01 (a few minutes under TCG)"
 .venv/bin/reconciler status --data-dir "$data" --wait lab-host-01 --timeout 2400
 .venv/bin/reconciler status --data-dir "$data" --wait lab-host-02 --timeout 600 >/dev/null
+echo "quickstart: waiting for lab-host-03 (known only by its BMC) to be inspected"
+.venv/bin/reconciler status --data-dir "$data" --wait lab-host-03 --timeout 1200 >/dev/null
+for _ in $(seq 60); do   # the report's commit follows the inspection by a pass or two
+    if git -C var/lab/inventory.git cat-file -e main:inspection/lab-host-03.yaml 2>/dev/null &&
+       git -C var/lab/inventory.git show main:inspection/lab-host-03.yaml | grep -q '^hardware:'; then
+        break
+    fi
+    sleep 2
+done
+git -C var/lab/inventory.git log --format='  %h %s' -n 3 main
 .venv/bin/reconciler status --data-dir "$data"
 
 cat <<'EOT'
@@ -41,6 +52,8 @@ The lab stays up and the reconciler keeps following the repository. Next:
   #   edit servers/lab-host-02.yaml (state: provisioned), then:
   git commit -am 'lab-host-02: install it' && git push
   .venv/bin/reconciler status --data-dir var/lab/reconciler        # from the project root
+  .venv/bin/reconciler scaffold lab-host-03 --inventory inventory   # a server file from its report
+  ip netns exec reconciler-lab curl -s http://198.18.0.1:8080/status  # the status page
   .venv/bin/reconciler lab status             # daemons, VMs, DHCP leases
   .venv/bin/reconciler lab down               # remove everything the lab created
 EOT
