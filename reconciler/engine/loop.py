@@ -184,11 +184,11 @@ class Reconciler:
         # decision (never forgotten for being invalid).
         plan_status = {n: s for n, s in status.items()
                        if n in desired or n not in d.invalid}
-        watch = {n: h for n, h in desired.items()
-                 if h.state != "unmanaged" and not h.suspend and not self.executor.busy(n)}
+        managed = {n: h for n, h in desired.items() if h.state != "unmanaged" and not h.suspend}
+        watch = {n: h for n, h in managed.items() if not self.executor.busy(n)}
         observed = await self._observe(watch, now)
         if self.reports is not None:
-            self.reports.collect(watch, now)
+            self.reports.collect(managed, now)  # not while a workflow runs on the server
         actions = plan(desired, observed, plan_status, d.policy, now)
         updates: dict[str, HostStatus] = {}
         pending = False
