@@ -60,12 +60,20 @@ def row(data: Path) -> dict[str, Any]:
     return record["hosts"][0] if record["hosts"] else {}
 
 
-def ready_at(data: Path, revision: str | None) -> bool:
+def includes(repo: str, applied: str | None, pushed: str) -> bool:
+    """``applied`` is ``pushed`` or a later commit (the reconciler's own report commits)."""
+    if not applied:
+        return False
+    return run(["git", "merge-base", "--is-ancestor", pushed.split("@sha1:")[1],
+                applied.split("@sha1:")[1]], timeout=60, cwd=repo, check=False).returncode == 0
+
+
+def ready_at(data: Path, revision: str | None, repo: str = "") -> bool:
     r = row(data)
     ready: dict[str, Any] = next(
         (c for c in r.get("conditions", ()) if c["type"] == "Ready"), {})
-    return ready.get("status") == "True" and (revision is None or
-                                              r.get("lastAppliedRevision") == revision)
+    return ready.get("status") == "True" and (
+        revision is None or includes(repo, r.get("lastAppliedRevision"), revision))
 
 
 def push_install(repo: str, work: Path) -> str:
@@ -141,7 +149,7 @@ def main() -> int:
         wait("converged on the first revision", lambda: ready_at(data, None), 300)
         start = time.monotonic()
         revision = push_install(state.inventory_repo, work / "clone")
-        wait("installed", lambda: ready_at(data, revision), 1800)
+        wait("installed", lambda: ready_at(data, revision, state.inventory_repo), 1800)
         install = time.monotonic() - start
         steps = {h["step"]: h["seconds"] for h in row(data)["lastOperation"]}
         from reconciler.model.desired import desired_hosts
