@@ -264,3 +264,10 @@ def test_cli_render(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     doc = json.loads(capsys.readouterr().out)
     assert doc["network-config"] is None
     assert doc["checkin-url"].endswith(INSPECTION)
+
+
+def test_a_server_known_only_by_its_bmc_renders_an_empty_network() -> None:
+    host = _hosts()["lab-host-03"]
+    assert host.interfaces == ()
+    rendered = render_host(host, "provision")
+    assert yaml.safe_load(rendered.network_config or "") == {"version": 2, "ethernets": {}}
