@@ -423,3 +423,16 @@ def test_inventory_from_vendor_documents(serve: Any) -> None:
     ]
     assert inv.cpus[0].cores == 16 and [m.size_mib for m in inv.memory] == [8192]
     assert inv.profile == "dell-idrac"
+
+
+def test_nic_macs_come_in_the_inventory_form_whatever_the_bmc_writes() -> None:
+    from reconciler.adapters.redfish.inventory import nic_from
+
+    forms = {"AA-BB-CC-DD-EE-01": "aa:bb:cc:dd:ee:01", "aabb.ccdd.ee02": "aa:bb:cc:dd:ee:02",
+             "AA:BB:CC:DD:EE:03": "aa:bb:cc:dd:ee:03"}
+    for reported, expected in forms.items():
+        nic = nic_from({"Id": "1", "MACAddress": reported})
+        assert nic is not None and nic.mac == expected
+    assert nic_from({"Id": "1", "MACAddress": "00-00-00-00-00-00"}) is None
+    odd = nic_from({"Id": "1", "MACAddress": "not a mac"})
+    assert odd is not None and odd.mac == "not a mac"  # shown as reported, matches nothing

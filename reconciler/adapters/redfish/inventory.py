@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from reconciler.model.identifiers import normalise_mac
+
 Doc = Mapping[str, Any]
 
 # Drive Identifiers that are a WWN (Redfish DurableNameFormat values).
@@ -110,11 +112,19 @@ def _int(value: object) -> int | None:
 def nic_from(doc: Doc) -> Nic | None:
     """None for an interface without a MAC (some BMCs list empty strings: catalogue Q35)."""
     mac = _str(doc.get("PermanentMACAddress")) or _str(doc.get("MACAddress"))
-    if not mac or mac.replace(":", "").strip("0") == "":
+    if not mac:
+        return None
+    try:
+        # One form everywhere (``aa:bb:...``): a BMC that writes AA-BB-... must not trip the
+        # wrong-machine guard, which compares with the inventory's colon form.
+        canonical = normalise_mac(mac)
+    except ValueError:
+        canonical = mac.lower()  # shown as reported; it matches no inventory MAC
+    if canonical.replace(":", "").strip("0") == "":
         return None
     return Nic(
         id=str(doc.get("Id", mac)),
-        mac=mac.lower(),
+        mac=canonical,
         speed_mbps=_int(doc.get("SpeedMbps")),
         link=_str(doc.get("LinkStatus")),
     )
