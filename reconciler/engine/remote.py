@@ -23,6 +23,7 @@ from typing import Any
 
 from reconciler.adapters.ssh import Shell
 from reconciler.errors import InputError, PermanentError
+from reconciler.model.identifiers import normalise_wwn
 
 LOG = logging.getLogger(__name__)
 
@@ -62,10 +63,16 @@ def parse_by_id_listing(text: str) -> dict[str, str]:
 
 
 def _normalise_wwn(wwn: str) -> str:
-    value = wwn.strip().lower()
-    for prefix in ("wwn-", "0x", "naa."):
-        value = value.removeprefix(prefix)
-    return value
+    """The inspection reports' form (:func:`reconciler.model.identifiers.normalise_wwn`: an
+    NVMe ``eui.``/``nvme-eui.`` too); what is not a WWN there is only lower-cased and stripped
+    of ``wwn-``/``0x``/``naa.``, as before."""
+    try:
+        return normalise_wwn(wwn)
+    except ValueError:
+        value = wwn.strip().lower()
+        for prefix in ("wwn-", "0x", "naa."):
+            value = value.removeprefix(prefix)
+        return value
 
 
 def parse_lsblk_identities(text: str, command: str) -> dict[str, tuple[str, str]]:

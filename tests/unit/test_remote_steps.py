@@ -216,3 +216,15 @@ def test_hw_inventory_not_json() -> None:
     shell = FakeShell([("hw-inventory", "Traceback (most recent call last):")])
     with pytest.raises(PermanentError, match="`/usr/local/bin/hw-inventory` did not print JSON"):
         run(remote.hw_inventory(shell))
+
+
+def test_find_disk_by_an_nvme_eui_wwn_as_the_report_writes_it() -> None:
+    from reconciler.engine.remote import choose_disk, parse_lsblk_identities
+
+    identities = parse_lsblk_identities(
+        '{"blockdevices": [{"path": "/dev/nvme0n1", "serial": "S4X", '
+        '"wwn": "eui.0025385b71b0a1c2"}]}', "lsblk")
+    links = {"/dev/disk/by-id/nvme-eui.0025385b71b0a1c2": "/dev/nvme0n1",
+             "/dev/disk/by-id/nvme-Samsung_S4X": "/dev/nvme0n1"}
+    found = choose_disk(links, serial=None, wwn="0025385b71b0a1c2", identities=identities)
+    assert found.startswith("/dev/disk/by-id/nvme-")
