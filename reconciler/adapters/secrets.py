@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from reconciler.errors import InputError, PermanentError
+from reconciler.errors import InputError, PermanentError, ReconcilerError
 from reconciler.log import register_secret
 
 DEFAULT_SECRETS_DIR = Path("/etc/reconciler/secrets")
-_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,25 +70,31 @@ def _parse(text: str, source: str) -> Credentials:
     return Credentials(username=username, password=password)
 
 
-def resolve(ref: str, *, directory: Path | None = None) -> Credentials:
-    """Resolve a credentials reference, or raise an error that names it (never the secret)."""
-    if not _REF.match(ref):
-        raise InputError(
-            f"credentials reference {ref!r} is not a valid name",
-            hint="use letters, digits, '.', '_' and '-'",
-        )
+def lookup(ref: str, *, directory: Path | None = None, env: Mapping[str, str] | None = None,
+           setting: str = "", form: str = "username:password",
+           error: type[ReconcilerError] = PermanentError) -> tuple[str, str]:
+    """The text a reference names and where it was found (the environment variable, else the
+    file in the secrets directory); a missing or unreadable one raises ``error`` naming the
+    reference and ``setting`` (never the secret). ``form``: what the hint says to write."""
+    prefix = f"{setting}: " if setting else ""
+    if not REFERENCE.match(ref):
+        raise InputError(f"{prefix}credentials reference {ref!r} is not a valid name",
+                         hint="use letters, digits, '.', '_' and '-'")
+    env = os.environ if env is None else env
     name = env_name(ref)
-    value = os.environ.get(name)
-    if value is not None:
-        return _parse(value, f"environment variable {name}")
+    if name in env:
+        return env[name], f"environment variable {name}"
     path = secrets_dir(directory) / ref
     try:
-        text = path.read_text()
+        return path.read_text(encoding="utf-8"), str(path)
     except FileNotFoundError:
-        raise PermanentError(
-            f"credentials {ref!r} not found",
-            hint=f"set {name}=username:password or create {path}",
-        ) from None
-    except OSError as exc:
-        raise PermanentError(f"credentials {ref!r}: cannot read {path}: {exc.strerror}") from None
-    return _parse(text, str(path))
+        raise error(f"{prefix}credentials {ref!r} not found",
+                    hint=f"set {name}={form} or create {path}") from None
+    except (OSError, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise error(f"{prefix}credentials {ref!r}: cannot read {path}: {reason}") from None
+
+
+def resolve(ref: str, *, directory: Path | None = None) -> Credentials:
+    """Resolve a credentials reference, or raise an error that names it (never the secret)."""
+    return _parse(*lookup(ref, directory=directory))

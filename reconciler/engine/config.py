@@ -109,13 +109,13 @@ def _subdir(value: object, source: str) -> str:
 
 
 def _reference(value: object, source: str) -> str:
-    from reconciler.adapters.secrets import _REF  # the shape a BMC's reference has too
+    from reconciler.adapters.secrets import REFERENCE  # the shape a BMC's reference has
 
     text = _text(value, source).strip()
     if not text:
         raise InputError(f"{source}: empty; name a credentials reference holding the secret, "
                          "or leave the setting out (no webhook)")
-    if not _REF.match(text):
+    if not REFERENCE.match(text):
         raise InputError(f"{source}: not a credentials reference",
                          hint="letters, digits, '.', '_' and '-', naming RECONCILER_CRED_<REF> "
                          "or a file in the secrets directory (never the secret itself)")
@@ -219,21 +219,9 @@ def resolve_webhook_secret(settings: RunSettings, env: Mapping[str, str] | None 
     ref = settings.webhook_secret
     if not ref:
         return None
-    env = os.environ if env is None else env
-    name = secrets.env_name(ref)
-    if name in env:
-        text, source = env[name], f"environment variable {name}"
-    else:
-        path = secrets.secrets_dir(settings.secrets_dir) / ref
-        try:
-            text = path.read_text(encoding="utf-8").rstrip("\r\n")
-        except FileNotFoundError:
-            raise InputError(f"webhook_secret: credentials {ref!r} not found",
-                             hint=f"set {name}=SECRET or create {path}") from None
-        except (OSError, UnicodeError) as exc:
-            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-            raise InputError(f"webhook_secret: cannot read {path}: {reason}") from None
-        source = str(path)
+    text, source = secrets.lookup(ref, directory=settings.secrets_dir, env=env,
+                                  setting="webhook_secret", form="SECRET", error=InputError)
+    text = text.rstrip("\r\n")
     if not text.strip():
         raise InputError(f"webhook_secret: {source} is empty",
                          hint="an empty secret would let anyone start a fetch")

@@ -209,20 +209,8 @@ def resolve_token(ref: str, directory: Path | None = None,
     """(username, token) from a credentials reference: ``RECONCILER_CRED_<REF>`` or the file
     ``<secrets dir>/<ref>``, holding ``username:token`` or a bare token (then the user name is
     ``x-access-token``: GitHub's for app tokens; GitLab and Gitea take any name with a token)."""
-    env = os.environ if env is None else env
-    name = secrets.env_name(ref)
-    if name in env:
-        text, source = env[name], f"environment variable {name}"
-    else:
-        path = secrets.secrets_dir(directory) / ref
-        try:
-            text, source = path.read_text(encoding="utf-8"), str(path)
-        except FileNotFoundError:
-            raise InputError(f"git_token: credentials {ref!r} not found",
-                             hint=f"set {name}=TOKEN (or USER:TOKEN) or create {path}") from None
-        except (OSError, UnicodeError) as exc:
-            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-            raise InputError(f"git_token: cannot read {path}: {reason}") from None
+    text, source = secrets.lookup(ref, directory=directory, env=env, setting="git_token",
+                                  form="TOKEN (or USER:TOKEN)", error=InputError)
     text = text.strip()
     username, sep, token = text.partition(":")
     if not sep:
