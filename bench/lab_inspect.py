@@ -22,43 +22,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.lab_install import HOST, push, ready_at, row, wait  # noqa: E402
 from reconciler.adapters.run import run  # noqa: E402
-from reconciler.engine.statusview import status_record  # noqa: E402
 from reconciler.imagebuild import cache  # noqa: E402
 from reconciler.lab import gitops, lifecycle  # noqa: E402
 from reconciler.lab.spec import LabPaths  # noqa: E402
-
-HOST = "lab-host-01"
-
-
-def wait(what: str, check: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise SystemExit(f"bench: not {what} within {timeout:g} s")
-
-
-def row(data: Path) -> dict[str, Any]:
-    try:
-        record = status_record(data, HOST)
-    except Exception:  # noqa: BLE001 - not there yet
-        return {}
-    return record["hosts"][0] if record["hosts"] else {}
-
-
-def ready(data: Path) -> bool:
-    r = row(data)
-    return any(c["type"] == "Ready" and c["status"] == "True"
-               for c in r.get("conditions", ()))
 
 
 def push_bmc_only(repo: str, work: Path) -> None:
@@ -70,12 +43,7 @@ def push_bmc_only(repo: str, work: Path) -> None:
                                     "bmc": doc["bmc"]}, sort_keys=False))
     run(["git", "commit", "-qam", f"{HOST}: inspect it, known only by its BMC"], timeout=60,
         cwd=work, env=env)
-    for _ in range(5):  # the reconciler commits reports to the same branch
-        if run(["git", "push", "-q", "origin", "main"], timeout=60, cwd=work, env=env,
-               check=False).returncode == 0:
-            return
-        run(["git", "pull", "-q", "--rebase"], timeout=60, cwd=work, env=env)
-    raise SystemExit("bench: could not push")
+    push(work)
 
 
 def report_committed(repo: str) -> bool:
@@ -99,7 +67,7 @@ def main() -> int:
     try:
         state = lifecycle.up(paths, options)
         data = Path(state.reconciler_data)
-        wait("converged on the first revision", lambda: ready(data), 300)
+        wait("converged on the first revision", lambda: ready_at(data, None), 300)
         start = time.monotonic()
         push_bmc_only(state.inventory_repo, work / "clone")
         wait("reported", lambda: report_committed(state.inventory_repo), 1800)

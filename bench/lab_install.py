@@ -76,18 +76,25 @@ def ready_at(data: Path, revision: str | None, repo: str = "") -> bool:
         revision is None or includes(repo, r.get("lastAppliedRevision"), revision))
 
 
+def push(work: Path) -> None:
+    """Push ``work``'s main; the reconciler commits inspection reports to the same branch, so a
+    rejected push is pulled (rebased) and pushed again."""
+    env = gitops.GIT_IDENTITY
+    for _ in range(5):
+        if run(["git", "push", "-q", "origin", "main"], timeout=60, cwd=work, env=env,
+               check=False).returncode == 0:
+            return
+        run(["git", "pull", "-q", "--rebase"], timeout=60, cwd=work, env=env)
+    raise SystemExit("bench: could not push")
+
+
 def push_install(repo: str, work: Path) -> str:
     env = gitops.GIT_IDENTITY
     run(["git", "clone", "-q", repo, work], timeout=60, env=env)
     server = work / "servers" / f"{HOST}.yaml"
     server.write_text(server.read_text().replace('state: "off"', "state: provisioned"))
     run(["git", "commit", "-qam", "install lab-host-01"], timeout=60, cwd=work, env=env)
-    # The reconciler commits inspection reports to the same branch: pull and push again.
-    for _ in range(5):
-        if run(["git", "push", "-q", "origin", "main"], timeout=60, cwd=work, env=env,
-               check=False).returncode == 0:
-            break
-        run(["git", "pull", "-q", "--rebase"], timeout=60, cwd=work, env=env)
+    push(work)
     head = run(["git", "rev-parse", "HEAD"], timeout=60, cwd=work).stdout.decode().strip()
     return f"main@sha1:{head}"
 

@@ -1028,13 +1028,7 @@ class Bmc:
         if collection is None:
             notes.add("nics: the System links no EthernetInterfaces")
             return []
-        out: list[oob.OobNic] = []
-        for path in self._oob_members(collection, "nics", oob.MAX_NICS, notes):
-            doc = self._oob_member("nics", notes, path)
-            nic = oob.nic_entry(doc, notes) if doc is not None else None
-            if nic is not None:
-                out.append(nic)
-        return out
+        return self._oob_entries(collection, "nics", oob.MAX_NICS, notes, oob.nic_entry)
 
     def _oob_drives(self, system: Doc, notes: oob.Notes) -> list[oob.OobDrive]:
         """Storage/*/Drives/*, else SimpleStorage/* (see :meth:`oob_inventory`)."""
@@ -1121,12 +1115,19 @@ class Bmc:
         if collection is None:
             notes.add(f"firmware: {update} links no FirmwareInventory")
             return []
-        out: list[oob.OobFirmware] = []
-        for path in self._oob_members(collection, "firmware", oob.MAX_FIRMWARE, notes):
-            doc = self._oob_member("firmware", notes, path)
-            entry = oob.firmware_entry(doc, notes) if doc is not None else None
-            if entry is not None:
-                out.append(entry)
+        return self._oob_entries(collection, "firmware", oob.MAX_FIRMWARE, notes,
+                                 oob.firmware_entry)
+
+    def _oob_entries(self, collection: str, part: str, limit: int, notes: oob.Notes,
+                     entry: Callable[[Doc, oob.Notes], T | None]) -> list[T]:
+        """``entry`` of each member of ``collection`` (at most ``limit``); a member that
+        cannot be read or parsed is a note, not a failure."""
+        out: list[T] = []
+        for path in self._oob_members(collection, part, limit, notes):
+            doc = self._oob_member(part, notes, path)
+            found = entry(doc, notes) if doc is not None else None
+            if found is not None:
+                out.append(found)
         return out
 
     def _optional(self, get_collection: Callable[[], Any]) -> list[Any]:
